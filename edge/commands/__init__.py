@@ -1,0 +1,1 @@
+"""`emostream` subcommands owned by the edge runtime."""
