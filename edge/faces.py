@@ -163,7 +163,7 @@ class FaceDetector:
     overlapping sub-image passes for small faces (see module docstring for cost and recall).
     """
 
-    def __init__(self, model: str = "full", min_score: float = 0.5, max_faces: int | None = None,
+    def __init__(self, model: str = "short", min_score: float = 0.5, max_faces: int | None = None,
                  tiles: int = 1) -> None:
         if model not in MODELS:
             raise FaceDetectorError(f"unknown face model {model!r}; choose one of {', '.join(MODELS)}")
