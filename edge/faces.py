@@ -55,6 +55,12 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+
+# Imported eagerly on purpose: `import mediapipe` pulls in matplotlib, and importing matplotlib's
+# ft2font while a GStreamer decode pipeline is running aborts the process (a C++ exception from
+# pybind11, seen with mediapipe 0.10.21 + Debian's GStreamer 1.22). Importing it with this module
+# guarantees it happens before any source is opened.
+import mediapipe  # noqa: F401
 import numpy as np
 
 #: Names of the six keypoints, in the order of ``Faces.keypoints[:, k]``.
@@ -128,7 +134,6 @@ class Faces:
 
 def model_path(model: str) -> Path:
     """Path of the BlazeFace ``.tflite`` shipped inside the mediapipe 0.10.21 wheel."""
-    import mediapipe
 
     names = {"short": "face_detection_short_range.tflite",
              "full": "face_detection_full_range_sparse.tflite"}
