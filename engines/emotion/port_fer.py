@@ -298,7 +298,9 @@ def make_card(kwargs: Mapping[str, Any], km: KerasModel) -> dict[str, Any]:
         f"{kwargs['bn_eps']}, HWIO->OIHW and depthwise (kh,kw,in,mult)->(in*mult,1,kh,kw); softmax moved "
         "out of the graph (engines apply it, so a calibrated temperature can be set here). "
         "Matches Keras probabilities to < 1e-4 (tests/engines/data/fer_reference.npz).",
-        "notes": "v0 is the untouched fer model; FER2013 PublicTest accuracy about 0.58.",
+        "notes": "v0 is the untouched fer model. FER2013 PublicTest (3589 faces, 48->64 px cv2.resize): "
+        "accuracy 0.584 with the ONNX Runtime backend.",
+        "model_card": f"{V0_NAME}.md",
     }
 
 

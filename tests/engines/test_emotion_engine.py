@@ -62,6 +62,9 @@ def test_v0_card_describes_the_shipped_model():
     assert info.arch == "mini_xception"
     card = json.loads(info.card_path.read_text())
     assert card["license"] == "MIT" and "Justin Shenk" in card["copyright"]
+    # MIT asks for the notice to travel with the weights: the human-readable card carries it.
+    notice = (info.card_path.parent / card["model_card"]).read_text()
+    assert "Copyright (c) 2018 Justin Shenk" in notice and "Permission is hereby granted" in notice
 
 
 def test_model_info_from_onnx_or_card_path_matches_registered_name():
