@@ -4,15 +4,18 @@
 images with timestamps); every failure is a :class:`SourceError` with one readable line.
 """
 
-from streams.source import Frame, SourceTimeout, VideoSource, open_source
-from streams.uri import KNOWN_SCHEMES, SourceError, SourceSpec, parse_uri
+from streams.errors import SourceError, SourceNotFoundError, SourceTimeoutError, UnsupportedSourceError
+from streams.source import Frame, VideoSource, open_source
+from streams.uri import KNOWN_SCHEMES, SourceSpec, parse_uri
 
 __all__ = [
     "KNOWN_SCHEMES",
     "Frame",
     "SourceError",
+    "SourceNotFoundError",
     "SourceSpec",
-    "SourceTimeout",
+    "SourceTimeoutError",
+    "UnsupportedSourceError",
     "VideoSource",
     "open_source",
     "parse_uri",

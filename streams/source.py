@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from streams.uri import SourceError, SourceSpec, parse_uri
+from streams.errors import SourceError, SourceTimeoutError, UnsupportedSourceError
+from streams.uri import SourceSpec, parse_uri
 
 #: How long one blocking pull waits before the bus is checked again (ns). Short enough that errors
 #: surface promptly, long enough that an idle live source does not spin.
@@ -39,10 +40,6 @@ _PULL_SLICE_NS = 50_000_000
 _FILE_MAX_BUFFERS = 4
 _RTSP_LATENCY_MS = 200
 _CLOCK_TIME_NONE = 2**64 - 1
-
-
-class SourceTimeout(SourceError):
-    """No frame arrived within the allowed time (a stalled camera or network stream)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,7 +115,8 @@ def _tail(spec: SourceSpec, width: int | None, height: int | None, fps: float | 
         if height is not None:
             caps.append(f"height={int(height)}")
         caps.append("pixel-aspect-ratio=1/1")
-    parts += ["videoconvert name=conv", ",".join(caps), "appsink name=sink"]
+    parts += ["videoconvert", ",".join(caps), "appsink name=sink"]
+    parts[0] += " name=tail"  # where decodebin's video pad is linked (_connect_dynamic)
     return " ! ".join(parts)
 
 
@@ -160,7 +158,7 @@ def _check_elements(spec: SourceSpec) -> None:
     }
     if spec.kind == "csi":
         if Gst.ElementFactory.find("nvarguscamerasrc") is None:
-            raise SourceError(
+            raise UnsupportedSourceError(
                 f"CSI cameras ({spec.uri}) need a Jetson with nvarguscamerasrc (NVIDIA L4T GStreamer "
                 "plugins); this machine has none"
             )
@@ -177,7 +175,7 @@ def _is_video(caps: Any) -> bool:
 def _connect_dynamic(pipeline: Any, links: _Links) -> None:
     """Link ``decodebin``'s first video pad to the tail; ignore audio and subtitles without decoding them."""
     dec = pipeline.get_by_name("dec")
-    conv_sink = pipeline.get_by_name("conv").get_static_pad("sink")
+    tail_sink = pipeline.get_by_name("tail").get_static_pad("sink")
     if dec is None:
         return
 
@@ -193,7 +191,7 @@ def _connect_dynamic(pipeline: Any, links: _Links) -> None:
         with links.lock:
             if links.video_linked:
                 return
-            if pad.link(conv_sink) == _gst()[0].PadLinkReturn.OK:
+            if pad.link(tail_sink) == _gst()[0].PadLinkReturn.OK:
                 links.video_linked = True
 
     def no_more_pads(_dec: Any) -> None:
@@ -258,6 +256,7 @@ class VideoSource:
         latest_only: bool,
         links: _Links,
         timeout: float,
+        dynamic: bool = False,
     ) -> None:
         self.uri = spec.uri
         self.stream = stream
@@ -273,6 +272,7 @@ class VideoSource:
         self._appsink = pipeline.get_by_name("sink")
         self._bus = pipeline.get_bus()
         self._links = links
+        self._dynamic = dynamic
         self._pending: Any = None  # the first sample, pulled while opening
         self._index = 0
         self._last_seq = 0
@@ -287,7 +287,7 @@ class VideoSource:
         """The next frame (latest-only sources: the newest one), or None at end of stream.
 
         ``timeout`` bounds the wait in seconds (None: the ``timeout`` given to ``open_source``); when it
-        passes without a frame, :class:`SourceTimeout` is raised, so a stalled camera cannot hang the caller.
+        passes without a frame, :class:`SourceTimeoutError` is raised (a stalled camera never hangs).
         """
         if self._closed:
             raise SourceError(f"{_describe(self._spec)} is closed")
@@ -324,7 +324,7 @@ class VideoSource:
             if self._links.no_video:
                 raise SourceError(f"{_describe(self._spec)} has no video stream")
             if remaining_ns <= 0:
-                raise SourceTimeout(f"no frame from {_describe(self._spec)} within {timeout:g} s")
+                raise SourceTimeoutError(f"no frame from {_describe(self._spec)} within {timeout:g} s")
 
     def _check_bus(self) -> None:
         """Raise the first error posted on the bus as one clear line; discard everything else."""
@@ -353,8 +353,14 @@ class VideoSource:
             return f"cannot decode {what}: not a recognised video or image format"
         if err.matches(Gst.StreamError.quark(), Gst.StreamError.CODEC_NOT_FOUND):
             return f"cannot decode {what}: no GStreamer decoder for its format (install gstreamer1.0-libav)"
+        with self._links.lock:
+            unlinked = self._dynamic and not self._links.video_linked
+        if unlinked and err.matches(Gst.StreamError.quark(), Gst.StreamError.FAILED):
+            # The demuxer stopped because none of its streams was linked: there is no video in it.
+            return f"{what} has no video stream"
         if self._spec.kind == "rtsp":
             return f"cannot connect to {what}: {text[:1].lower() + text[1:]}"
+        text = text[:1].lower() + text[1:]
         if self._spec.kind == "v4l2":
             return f"cannot open {what}: {text}"
         if self._spec.kind == "file":
@@ -504,7 +510,8 @@ def open_source(
         _count_arrivals(appsink, links)
 
     source = VideoSource(
-        spec, pipeline, stream=stream or uri, latest_only=latest_only, links=links, timeout=timeout
+        spec, pipeline, stream=stream or uri, latest_only=latest_only, links=links, timeout=timeout,
+        dynamic=dynamic,
     )
     try:
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
@@ -512,8 +519,8 @@ def open_source(
             raise SourceError(f"cannot start {_describe(spec)}")
         try:
             first = source._pull(timeout)
-        except SourceTimeout:
-            raise SourceTimeout(f"no frame from {_describe(spec)} within {timeout:g} s") from None
+        except SourceTimeoutError:
+            raise SourceTimeoutError(f"no frame from {_describe(spec)} within {timeout:g} s") from None
         if first is None:
             raise SourceError(f"{_describe(spec)} contains no video frames")
         source._pending = first

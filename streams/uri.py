@@ -23,13 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from streams.errors import SourceError, SourceNotFoundError, UnsupportedSourceError
+
 KNOWN_SCHEMES = ("file", "v4l2", "csi", "rtsp", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 TEST_PARAMS = ("pattern", "num-buffers", "width", "height", "fps", "live")
-
-
-class SourceError(Exception):
-    """A video source could not be opened or read; the message is one human-readable line."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class SourceSpec:
 def _file_spec(uri: str, raw_path: str) -> SourceSpec:
     path = Path(raw_path).expanduser()
     if not path.exists():
-        raise SourceError(f"no such file: {raw_path}")
+        raise SourceNotFoundError(f"no such file: {raw_path}")
     if path.is_dir():
         raise SourceError(f"is a directory, not a video or image file: {raw_path}")
     return SourceSpec(kind="file", uri=uri, path=path.resolve())
@@ -120,12 +118,12 @@ def parse_uri(uri: str) -> SourceSpec:
         if "pattern" in params and not re.fullmatch(r"[A-Za-z0-9_-]+", params["pattern"]):
             raise SourceError(f"bad value pattern={params['pattern']!r} in {uri}")
         return SourceSpec(kind="test", uri=uri, params=params)
-    raise SourceError(f"unknown source scheme '{scheme}://' (known: {', '.join(KNOWN_SCHEMES)})")
+    raise UnsupportedSourceError(f"unknown source scheme '{scheme}://' (known: {', '.join(KNOWN_SCHEMES)})")
 
 
 def _v4l2_spec(uri: str, device: str) -> SourceSpec:
     if not re.fullmatch(r"/dev/video\d+", device):
         raise SourceError(f"bad V4L2 URI {uri!r} (expected /dev/videoN or v4l2:///dev/videoN)")
     if not Path(device).exists():
-        raise SourceError(f"no such camera device: {device} (is the camera connected?)")
+        raise SourceNotFoundError(f"no such camera device: {device} (is the camera connected?)")
     return SourceSpec(kind="v4l2", uri=uri, device=device)
