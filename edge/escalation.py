@@ -1,0 +1,447 @@
+"""The edge side of escalation: hand keyframes to a reasoner without ever waiting for it.
+
+``submit`` only appends to a small bounded queue (drop-oldest when full, counted) and returns; a
+background thread does all the I/O -- for a remote reasoner it owns the ZeroMQ DEALER socket
+(zmq sockets are single-thread objects), for ``inproc`` it runs the knowledge engine. Answers come
+back through ``poll()`` as ``{"type": "reasoning", …}`` records for the caller to merge into its
+output whenever they arrive, late ones included (marked ``"late": true``).
+
+Every request ends in exactly one counted state, so a run can prove nothing was silently lost::
+
+    submitted = sent + dropped_queue + dropped_unreachable + dropped_stale + queued
+    sent      = answered + errors + expired + abandoned + in_flight
+
+(``abandoned``: still in flight when ``close`` gave up waiting). ZeroMQ reconnects by itself; with
+``IMMEDIATE`` set, a send while no reasoner is connected fails at once and is counted
+``dropped_unreachable`` instead of piling up in a buffer.
+
+Imports only numpy, msgpack and (for the remote variant) pyzmq: no torch, no transformers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reasoner.schema import MAX_MESSAGE_BYTES, MAX_TEXT, SCHEMA_VERSION, ProtocolError, pack, unpack
+
+COUNTERS = (
+    "submitted",
+    "sent",
+    "answered",
+    "errors",
+    "expired",
+    "abandoned",
+    "late",
+    "malformed_replies",
+    "dropped_queue",
+    "dropped_unreachable",
+    "dropped_stale",
+    "connects",
+    "disconnects",
+    "auth_failures",
+)
+
+
+class EscalationError(ValueError):
+    """Bad ``--reasoner`` spec or keys (reported as one line by the CLI)."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    msg: dict[str, Any]
+    t_submit: float  # time.monotonic()
+    deadline: float  # absolute, time.monotonic()
+
+
+class Escalator:
+    """Shared queue, counters and record delivery; subclasses supply the worker loop ``_run``."""
+
+    engine = "unknown"
+
+    def __init__(self, labels: Sequence[str], *, queue_size: int = 16, late_grace_s: float = 30.0) -> None:
+        self.labels = tuple(labels)
+        self._queue: deque[_Pending] = deque()
+        self._queue_size = queue_size
+        self._records: deque[dict[str, Any]] = deque(maxlen=4096)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._in_flight: dict[str, _Pending] = {}
+        self._expired: OrderedDict[str, _Pending] = OrderedDict()  # recently expired: late replies
+        self._late_grace_s = late_grace_s
+        self.last_error: str | None = None
+        self._thread = threading.Thread(
+            target=self._run_guarded, name=f"escalator-{self.engine}", daemon=True
+        )
+
+    # ------------------------------------------------------------------ caller side (never blocks)
+
+    def submit(self, keyframe: dict[str, Any]) -> bool:
+        """Queue a keyframe; returns False if it pushed out an older one (drop-oldest)."""
+        now = time.monotonic()
+        item = _Pending(keyframe, now, now + keyframe.get("deadline_ms", 3000) / 1000.0)
+        with self._lock:
+            self._counts["submitted"] += 1
+            dropped = len(self._queue) >= self._queue_size
+            if dropped:
+                self._queue.popleft()
+                self._counts["dropped_queue"] += 1
+            self._queue.append(item)
+        self._wake.set()
+        return not dropped
+
+    def poll(self) -> list[dict[str, Any]]:
+        """All reasoning records that arrived since the last call."""
+        with self._lock:
+            out = list(self._records)
+            self._records.clear()
+        return out
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            c = dict(self._counts)
+            c["queued"] = len(self._queue)
+            c["in_flight"] = len(self._in_flight)
+        return c
+
+    def close(self, drain_s: float = 0.5) -> None:
+        """Wait up to ``drain_s`` for queued/in-flight answers, then stop; never hangs."""
+        end = time.monotonic() + max(0.0, drain_s)
+        while time.monotonic() < end and self._thread.is_alive():
+            with self._lock:
+                busy = bool(self._queue or self._in_flight)
+            if not busy:
+                break
+            time.sleep(0.01)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=2.0)
+        with self._lock:
+            self._counts["dropped_stale"] += len(self._queue)
+            self._queue.clear()
+            self._counts["abandoned"] += len(self._in_flight)
+            self._in_flight.clear()
+
+    def __enter__(self) -> Escalator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ worker side
+
+    def start(self) -> Escalator:
+        self._thread.start()
+        return self
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # noqa: BLE001 - the worker must not die silently: record why
+            self.last_error = f"escalation worker stopped: {exc.__class__.__name__}: {exc}"
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _take(self) -> _Pending | None:
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def _expire(self, now: float) -> None:
+        with self._lock:
+            for rid in [r for r, p in self._in_flight.items() if now > p.deadline]:
+                self._expired[rid] = self._in_flight.pop(rid)
+                self._counts["expired"] += 1
+            while self._expired and (
+                len(self._expired) > 1024
+                or now - next(iter(self._expired.values())).deadline > self._late_grace_s
+            ):
+                self._expired.popitem(last=False)
+
+    def _deliver(self, reply: dict[str, Any], now: float) -> None:
+        """Match a reply to its request, check it and turn it into an output record."""
+        rid = reply.get("id")
+        with self._lock:
+            pending = self._in_flight.pop(rid, None) if isinstance(rid, str) else None
+            late = False
+            if pending is None and isinstance(rid, str) and rid in self._expired:
+                pending, late = self._expired.pop(rid), True
+            if pending is None:
+                self._counts["malformed_replies"] += 1  # unknown id: not ours or long forgotten
+                return
+            if reply.get("type") == "error":
+                if not late:
+                    self._counts["errors"] += 1
+                code = str(reply.get("code"))[:32]
+                self.last_error = f"reasoner error {code}: {str(reply.get('message'))[:MAX_TEXT]}"
+                return
+            record = _record(reply, pending, now, self.labels)
+            if record is None:
+                if not late:
+                    self._counts["malformed_replies"] += 1
+                    self._counts["errors"] += 1
+                return
+            if late:
+                record["late"] = True
+                self._counts["late"] += 1
+            else:
+                self._counts["answered"] += 1
+            self._records.append(record)
+
+
+def _finite(x: Any, lo: float, hi: float) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and lo <= x <= hi
+
+
+def _record(
+    reply: dict[str, Any], pending: _Pending, now: float, labels: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """The output record, or None if the reply breaks the contract (replies are untrusted input)."""
+    expr = reply.get("expression")
+    aus = reply.get("aus")
+    if (
+        reply.get("type") != "reply"
+        or not isinstance(expr, str)
+        or (labels and expr not in labels)
+        or not _finite(reply.get("valence"), -1, 1)
+        or not _finite(reply.get("arousal"), -1, 1)
+        or not isinstance(aus, list)
+        or len(aus) > 32
+        or not all(
+            isinstance(a, dict) and isinstance(a.get("au"), str) and _finite(a.get("intensity"), 0, 1)
+            for a in aus
+        )
+        or not isinstance(reply.get("rationale"), str)
+        or not isinstance(reply.get("verified"), bool)
+    ):
+        return None
+    msg = pending.msg
+    record: dict[str, Any] = {
+        "type": "reasoning",
+        "stream": msg.get("stream"),
+        "frame": msg.get("frame"),
+        "track": msg.get("track"),
+        "reason": msg.get("reason"),
+        "expression": expr,
+        "valence": float(reply["valence"]),
+        "arousal": float(reply["arousal"]),
+        "aus": [{"au": a["au"][:8], "intensity": float(a["intensity"])} for a in aus],
+        "rationale": reply["rationale"][:MAX_TEXT],
+        "verified": reply["verified"],
+        "engine": str(reply.get("engine", "?"))[:64],
+        "latency_ms": round((now - pending.t_submit) * 1000.0, 1),
+    }
+    if _finite(reply.get("agreement"), 0, 1):
+        record["agreement"] = float(reply["agreement"])
+    fused = reply.get("fused")
+    if (
+        isinstance(fused, dict)
+        and len(fused) <= 16
+        and all(isinstance(k, str) and _finite(v, 0, 1) for k, v in fused.items())
+    ):
+        record["fused"] = {k: float(v) for k, v in fused.items()}
+    return record
+
+
+class InprocEscalator(Escalator):
+    """``--reasoner inproc``: the knowledge engine (or any reasoner core) on a worker thread."""
+
+    def __init__(self, labels: Sequence[str], *, reasoner: Any = None, queue_size: int = 16) -> None:
+        from reasoner.core import Reasoner
+
+        self.reasoner = reasoner or Reasoner()
+        self.engine = self.reasoner.name
+        super().__init__(labels, queue_size=queue_size)
+
+    def _run(self) -> None:
+        from reasoner.schema import validate_keyframe
+
+        while not self._stop.is_set():
+            item = self._take()
+            if item is None:
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            now = time.monotonic()
+            if now > item.deadline:
+                with self._lock:
+                    self._counts["dropped_stale"] += 1
+                continue
+            with self._lock:
+                self._counts["sent"] += 1
+                self._in_flight[item.msg["id"]] = item
+            try:
+                reply = self.reasoner.process([validate_keyframe(item.msg)])[0]
+            except ProtocolError as exc:
+                reply = {
+                    "v": SCHEMA_VERSION,
+                    "type": "error",
+                    "id": item.msg.get("id"),
+                    "code": exc.code,
+                    "message": str(exc),
+                }
+            self._deliver(reply, time.monotonic())
+
+
+class RemoteEscalator(Escalator):
+    """DEALER to a reasoner's ROUTER, CURVE-encrypted when a keys directory is given."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        labels: Sequence[str],
+        *,
+        keys_dir: str | None = None,
+        insecure: bool = False,
+        queue_size: int = 16,
+        max_in_flight: int = 64,
+        tick_ms: int = 5,
+    ) -> None:
+        from reasoner.keys import client_pair, require_secure
+
+        try:
+            require_secure(endpoint, keys_dir, insecure)
+            self._keys = client_pair(keys_dir) if keys_dir else None
+        except ValueError as exc:
+            raise EscalationError(str(exc)) from None
+        self.endpoint = endpoint
+        self.engine = f"remote:{endpoint}"
+        self._max_in_flight = max_in_flight
+        self._tick_ms = tick_ms
+        self.connected = False
+        super().__init__(labels, queue_size=queue_size)
+
+    def _socket(self, ctx: Any) -> tuple[Any, Any]:
+        import zmq
+
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # no connection -> send fails now, not a silent backlog
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.SNDHWM, self._max_in_flight)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)  # notice a dead reasoner (kill -9, cable) quickly
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        if self._keys is not None:
+            pair, server_public = self._keys
+            sock.curve_secretkey = pair.secret
+            sock.curve_publickey = pair.public
+            sock.curve_serverkey = server_public
+        events = (
+            zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        )
+        monitor = sock.get_monitor_socket(events)
+        sock.connect(self.endpoint)
+        return sock, monitor
+
+    def _run(self) -> None:
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        ctx = zmq.Context()
+        sock, monitor = self._socket(ctx)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                self._send_queued(sock, zmq)
+                events = dict(poller.poll(self._tick_ms))
+                now = time.monotonic()
+                if monitor in events:
+                    self._on_monitor(recv_monitor_message(monitor, zmq.NOBLOCK)["event"], zmq)
+                if sock in events:
+                    for _ in range(256):
+                        try:
+                            data = sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        try:
+                            reply = unpack(data, MAX_MESSAGE_BYTES)
+                        except ProtocolError:
+                            with self._lock:
+                                self._counts["malformed_replies"] += 1
+                            continue
+                        self._deliver(reply, now)
+                self._expire(now)
+        finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+            sock.close(linger=0)
+            ctx.term()
+
+    def _on_monitor(self, event: int, zmq: Any) -> None:
+        with self._lock:
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected = True
+                self._counts["connects"] += 1
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.connected = False
+                self._counts["disconnects"] += 1
+            else:
+                self._counts["auth_failures"] += 1
+                self.last_error = (
+                    f"reasoner at {self.endpoint} refused the CURVE handshake (key not allow-listed?)"
+                )
+
+    def _send_queued(self, sock: Any, zmq: Any) -> None:
+        while len(self._in_flight) < self._max_in_flight:
+            item = self._take()
+            if item is None:
+                return
+            now = time.monotonic()
+            remaining_ms = int((item.deadline - now) * 1000)
+            if remaining_ms <= 0:
+                with self._lock:
+                    self._counts["dropped_stale"] += 1
+                continue
+            msg = dict(item.msg)
+            msg["deadline_ms"] = remaining_ms  # the reasoner sees only the time that is left
+            try:
+                data = pack(msg)
+            except (TypeError, ValueError):
+                with self._lock:
+                    self._counts["dropped_stale"] += 1
+                    self.last_error = "keyframe is not serialisable"
+                continue
+            with self._lock:
+                try:
+                    sock.send(data, zmq.NOBLOCK)
+                except zmq.Again:
+                    self._counts["dropped_unreachable"] += 1
+                    continue
+                self._counts["sent"] += 1
+                self._in_flight[msg["id"]] = item
+
+
+def open_escalator(
+    spec: str,
+    *,
+    keys_dir: str | None,
+    insecure: bool,
+    labels: tuple[str, ...],
+    queue_size: int = 16,
+) -> Escalator | None:
+    """``none`` -> None; ``inproc`` -> knowledge engine on a thread; ``tcp://HOST:PORT`` -> remote."""
+    spec = (spec or "none").strip()
+    if spec == "none":
+        return None
+    if spec == "inproc":
+        return InprocEscalator(labels, queue_size=queue_size).start()
+    if spec.startswith(("tcp://", "ipc://")):
+        return RemoteEscalator(
+            spec, labels, keys_dir=keys_dir, insecure=insecure, queue_size=queue_size
+        ).start()
+    raise EscalationError(f"--reasoner must be none, inproc or tcp://HOST:PORT, got {spec!r}")

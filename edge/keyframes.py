@@ -1,0 +1,203 @@
+"""Which frames of which face are worth a VLM's time (the keyframe policy), and the keyframe message.
+
+The VLM is slow and shared by many edges, so the edge escalates only frames that carry new
+information, per face (track):
+
+* ``new_track``: the first confident look at a face;
+* ``label_change``: the *smoothed* label changed (an EMA over the track's probabilities, so one
+  noisy frame does not count as a change);
+* ``uncertain``: the network hesitates -- normalised entropy above a threshold or the top-2 margin
+  below one -- the cases where a second opinion helps most;
+* ``heartbeat``: nothing happened for a while; one periodic look keeps the track's reasoning fresh.
+
+Two budgets cap the traffic whatever the video does: a minimum interval per track and a global
+token bucket (keyframes/s with a burst). Time is the caller's media time in seconds (``t``), not
+the wall clock, so the policy is deterministic for a file and correct for a live camera.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from reasoner.schema import DEFAULT_DEADLINE_MS, SCHEMA_VERSION
+
+REASONS = ("new_track", "label_change", "uncertain", "heartbeat")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    ema: float = 0.3  # weight of the newest frame in the smoothed probabilities
+    entropy: float = 0.8  # normalised entropy (0..1) at or above which a frame is "uncertain"
+    margin: float = 0.15  # top-1 minus top-2 probability below which a frame is "uncertain"
+    heartbeat_s: float = 5.0  # escalate at least this often per track
+    track_interval_s: float = 1.0  # at most one keyframe per track per this many seconds
+    rate: float = 4.0  # global budget: keyframes per second ...
+    burst: float = 8.0  # ... with this burst
+    forget_s: float = 30.0  # a track unseen this long is forgotten (bounded memory)
+
+
+@dataclass
+class _Track:
+    smooth: np.ndarray
+    label: int
+    last_seen: float
+    last_sent: float | None = None
+
+
+@dataclass
+class KeyframePolicy:
+    """Per-stream, per-track state; ``decide`` is O(labels) and never blocks."""
+
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    _tracks: dict[tuple[str, int], _Track] = field(default_factory=dict)
+    _tokens: float = -1.0
+    _t_bucket: float | None = None
+    _t_gc: float = -math.inf
+    counts: dict[str, int] = field(default_factory=lambda: {r: 0 for r in (*REASONS, "suppressed")})
+
+    def decide(
+        self, stream: str, track: int, frame: int, t: float, probs: np.ndarray, labels: Sequence[str]
+    ) -> str | None:
+        """The reason to escalate this face now, or None. ``frame`` is informational (logs, tests)."""
+        del frame
+        c = self.config
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        if p.shape[0] != len(labels) or p.shape[0] < 2 or not np.all(np.isfinite(p)):
+            return None  # not a probability vector for these labels: nothing sensible to escalate
+        p = np.clip(p, 0.0, None)
+        p = p / p.sum() if p.sum() > 0 else np.full(p.shape, 1.0 / p.shape[0])
+        self._forget(t)
+        key = (stream, track)
+        state = self._tracks.get(key)
+        if state is None:
+            state = _Track(smooth=p.copy(), label=int(np.argmax(p)), last_seen=t)
+            self._tracks[key] = state
+            reason: str | None = "new_track"
+        else:
+            state.smooth = (1 - c.ema) * state.smooth + c.ema * p
+            state.last_seen = t
+            label = int(np.argmax(state.smooth))
+            reason = None
+            if label != state.label:
+                state.label = label
+                reason = "label_change"
+            elif _uncertain(p, c):
+                reason = "uncertain"
+            elif state.last_sent is None or t - state.last_sent >= c.heartbeat_s:
+                reason = "heartbeat"
+        if reason is None:
+            return None
+        if state.last_sent is not None and t - state.last_sent < c.track_interval_s:
+            self.counts["suppressed"] += 1
+            return None
+        if not self._take_token(t):
+            self.counts["suppressed"] += 1
+            return None
+        state.last_sent = t
+        self.counts[reason] += 1
+        return reason
+
+    def _take_token(self, t: float) -> bool:
+        c = self.config
+        if self._t_bucket is None:
+            self._tokens, self._t_bucket = c.burst, t
+        self._tokens = min(c.burst, self._tokens + max(0.0, t - self._t_bucket) * c.rate)
+        self._t_bucket = max(self._t_bucket, t)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def _forget(self, t: float) -> None:
+        """Drop tracks unseen for ``forget_s`` (checked once per second of media time)."""
+        if t - self._t_gc >= 1.0:
+            self._t_gc = t
+            stale = [k for k, s in self._tracks.items() if t - s.last_seen > self.config.forget_s]
+            for k in stale:
+                del self._tracks[k]
+
+
+def _uncertain(p: np.ndarray, c: PolicyConfig) -> bool:
+    """Normalised Shannon entropy or top-2 margin says the network is unsure."""
+    nz = p[p > 0]
+    entropy = float(-(nz * np.log(nz)).sum() / math.log(len(p)))
+    top2 = np.sort(p)[-2:]
+    return entropy >= c.entropy or float(top2[1] - top2[0]) < c.margin
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    elif img.ndim != 2:
+        raise ValueError(f"image must be HxW or HxWx3, got shape {img.shape}")
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def make_keyframe(
+    stream: str,
+    track: int,
+    frame: int,
+    t_ns: int,
+    crop: np.ndarray,
+    frame_rgb: np.ndarray | None,
+    box: Sequence[float],
+    probs: np.ndarray,
+    labels: Sequence[str],
+    reason: str,
+    *,
+    va: Sequence[float] | None = None,
+    deadline_ms: int = DEFAULT_DEADLINE_MS,
+    context_side: int = 320,
+    quality: int = 85,
+) -> dict[str, Any]:
+    """The msgpack-able keyframe message (contract v1, see ``reasoner/schema.py``).
+
+    The crop is the aligned face (gray or RGB); the context frame is downscaled so its longest side
+    is ``context_side`` -- enough for posture and scene, ~15 KiB instead of a full frame.
+    """
+    msg: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "type": "keyframe",
+        "id": uuid.uuid4().hex,
+        "stream": str(stream),
+        "track": int(track),
+        "frame": int(frame),
+        "t_ns": int(t_ns),
+        "crop": _jpeg(crop, quality),
+        "box": [float(x) for x in box],
+        "labels": [str(x) for x in labels],
+        "probs": [float(x) for x in np.asarray(probs, dtype=np.float64).reshape(-1)],
+        "reason": reason,
+        "deadline_ms": int(deadline_ms),
+    }
+    if frame_rgb is not None:
+        h, w = frame_rgb.shape[:2]
+        scale = min(1.0, context_side / max(h, w))
+        small = (
+            frame_rgb
+            if scale >= 1.0
+            else cv2.resize(
+                np.ascontiguousarray(frame_rgb),
+                (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
+        )
+        msg["context"] = _jpeg(small, 70)
+    if va is not None:
+        msg["va"] = [float(min(1.0, max(-1.0, x))) for x in va]
+    return msg
