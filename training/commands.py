@@ -1,0 +1,100 @@
+"""``emostream train teacher``, ``emostream distill`` and ``emostream calibrate``.
+
+Each handler parses paths, loads data through the cached loaders and calls the library function, so the
+documented commands are exactly what produced the shipped weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.data import DatasetError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_FER = REPO.parent / "shared" / "data" / "fer2013"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train models (teachers for distillation)")
+    tsub = train.add_subparsers(dest="train_what", metavar="WHAT")
+    teacher = tsub.add_parser("teacher", help="train a teacher network from scratch on FER2013 train")
+    _common(teacher, arch="teacher_s", epochs=30, out="runs/teacher")
+    teacher.set_defaults(handler=_cmd_teacher)
+    train.set_defaults(handler=lambda args: _need_sub(train))
+
+    distill = subparsers.add_parser("distill", help="train the student, distilled from teacher checkpoints")
+    _common(distill, arch="student", epochs=50, out="runs/student")
+    distill.add_argument("--teacher", action="append", default=[], metavar="CKPT",
+                         help="teacher checkpoint (best.pt from `train teacher`); repeat to ensemble; "
+                              "none = plain cross-entropy")
+    distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
+    distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
+    distill.set_defaults(handler=_cmd_distill)
+
+    try:
+        from calibration.commands import add_calibrate_parser
+    except ModuleNotFoundError:  # calibration extras missing: the rest of the training commands still work
+        return
+    add_calibrate_parser(subparsers)
+
+
+def _need_sub(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _common(p: argparse.ArgumentParser, arch: str, epochs: int, out: str) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_FER,
+                   help="FER2013 folder with train/<label>/ and val/<label>/ "
+                        "(default ../shared/data/fer2013)")
+    p.add_argument("--arch", default=arch, help=f"architecture name (default {arch})")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--limit", type=int, default=0, help="train on a seeded sample of N images (smoke runs)")
+    p.add_argument("--cache", type=Path, default=REPO / ".cache", help="where the decoded .npz arrays go")
+    p.add_argument("--out", type=Path, default=Path(out), help="run folder (checkpoints, log.jsonl); resumes")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars (background runs)")
+
+
+def _run(args: argparse.Namespace, teachers_ckpts: list[Path], alpha: float, temperature: float) -> int:
+    import numpy as np
+
+    from training.data import load_fer_cached
+    from training.loop import TrainConfig, train
+    from training.models import build_model, load_checkpoint_model
+
+    try:
+        model = build_model(args.arch)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    train_ds = load_fer_cached(args.data, "train", cache_dir=args.cache)
+    val_ds = load_fer_cached(args.data, "val", cache_dir=args.cache)
+    if args.limit:
+        rng = np.random.default_rng(args.seed)
+        train_ds = train_ds.subset(np.sort(rng.permutation(len(train_ds))[: args.limit]))
+    teachers = [load_checkpoint_model(p) for p in teachers_ckpts]
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, alpha=alpha,
+                      temperature=temperature, seed=args.seed, threads=args.threads)
+    meta = {"arch": args.arch, "labels": list(train_ds.names), "input_size": 48,
+            "teachers": [str(p) for p in teachers_ckpts]}
+    best = train(model, train_ds, val_ds, cfg, args.out, teachers=teachers, extra_meta=meta,
+                 progress=not args.no_progress)
+    print(f"done: {args.arch} best epoch {best['epoch']} val_acc {best['accuracy']:.4f} "
+          f"val_macro_f1 {best['macro_f1']:.4f} val_nll {best['nll']:.4f} -> {args.out / 'best.pt'}")
+    return 0
+
+
+def _cmd_teacher(args: argparse.Namespace) -> int:
+    return _run(args, [], alpha=0.0, temperature=1.0)
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    ckpts = [Path(t) for t in args.teacher if t.lower() != "none"]
+    return _run(args, ckpts, alpha=args.alpha if ckpts else 0.0, temperature=args.temperature)

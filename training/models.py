@@ -1,0 +1,89 @@
+"""Named teacher and student architectures for training, and checkpoint loading.
+
+All are :class:`engines.emotion.plain_convnet.PlainConvNet` at different widths: the network class lives
+in ``engines/`` (the torch backend rebuilds it from a model card), the recipes that size it live here.
+Width is the knob: the student is narrow for ≤0.5 ms/face on 2 CPU threads, the teachers wide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from engines.emotion.plain_convnet import PlainConvNet
+
+#: arch name -> PlainConvNet kwargs. MACs at 48x48: student 15.9M, student_wide 18.9M, teacher_s 153M,
+#: teacher 469M (see ``count_macs``).
+ARCHS: MappingProxyType[str, dict[str, Any]] = MappingProxyType({
+    "student": {"stages": ((16, 1), (32, 1), (64, 2), (96, 2)), "dropout": 0.2},
+    "student_wide": {"stages": ((16, 1), (32, 1), (64, 2), (128, 2)), "dropout": 0.2},
+    "teacher_s": {"stages": ((32, 2), (64, 2), (128, 2), (256, 2)), "dropout": 0.3},
+    "teacher": {"stages": ((64, 2), (128, 2), (256, 2), (512, 2)), "dropout": 0.3},
+})
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing or was not written by this project's training loop."""
+
+
+def arch_kwargs(arch: str, num_classes: int = 7) -> dict[str, Any]:
+    """JSON-ready constructor arguments (what a model card stores as ``arch_kwargs``)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    return {"stages": [list(s) for s in spec["stages"]], "num_classes": num_classes, "in_channels": 1,
+            "dropout": spec["dropout"]}
+
+
+def build_model(arch: str, num_classes: int = 7) -> PlainConvNet:
+    """Factory by name, the same name checkpoints store."""
+    return PlainConvNet(**arch_kwargs(arch, num_classes))
+
+
+def count_macs(model: nn.Module, size: int = 48) -> int:
+    """Multiply-accumulates of one forward pass (convs and linear), for the model card."""
+    total = 0
+
+    def hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            total += out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
+        elif isinstance(mod, nn.Linear):
+            total += mod.in_features * mod.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, size, size))
+    model.train(was_training)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a ``best.pt``/``last.pt`` written by :func:`training.loop.train`, with a clear error otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip errors all mean "not a checkpoint"
+        raise CheckpointError(f"cannot read checkpoint {p}: {exc}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "arch" not in ckpt:
+        raise CheckpointError(f"{p} is not a checkpoint from `emostream train`/`distill` (no arch/model)")
+    return ckpt
+
+
+def load_checkpoint_model(path: str | Path) -> PlainConvNet:
+    """Rebuild a network from a checkpoint: the checkpoint stores its own ``arch`` name and labels."""
+    ckpt = load_checkpoint(path)
+    model = build_model(ckpt["arch"], num_classes=len(ckpt.get("labels", range(7))))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
