@@ -15,6 +15,7 @@ from engines.emotion.engine import EngineError
 #: arch name -> "module:callable" returning a torch ``nn.Module``.
 ARCHITECTURES: dict[str, str] = {
     "mini_xception": "engines.emotion.mini_xception:MiniXception",
+    "plain_convnet": "engines.emotion.plain_convnet:PlainConvNet",
 }
 
 
