@@ -61,9 +61,12 @@ def _gst() -> tuple[ModuleType, ModuleType, ModuleType]:
     return Gst, GstVideo, GstPbutils
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Frame:
-    """One decoded frame: RGB pixels plus where it sits in its stream."""
+    """One decoded frame: RGB pixels plus where it sits in its stream.
+
+    ``eq=False``: frames compare and hash by identity (field-wise equality would compare arrays).
+    """
 
     image: np.ndarray  # HxWx3 uint8 RGB, C-contiguous
     index: int  # 0-based count of frames delivered by this source
@@ -120,7 +123,7 @@ def _tail(spec: SourceSpec, width: int | None, height: int | None, fps: float | 
     return " ! ".join(parts)
 
 
-def _head(spec: SourceSpec) -> tuple[str, bool]:
+def _head(spec: SourceSpec, width: int | None = None, height: int | None = None) -> tuple[str, bool]:
     """Launch text for the source end; the flag says whether it ends in a ``decodebin`` named ``dec``."""
     if spec.kind == "file":
         return "filesrc name=src ! decodebin name=dec", True
@@ -129,10 +132,10 @@ def _head(spec: SourceSpec) -> tuple[str, bool]:
     if spec.kind == "rtsp":
         return f"rtspsrc name=src latency={_RTSP_LATENCY_MS} ! decodebin name=dec", True
     if spec.kind == "csi":
-        return (
-            f"nvarguscamerasrc name=src sensor-id={spec.sensor_id} ! nvvidconv ! video/x-raw,format=BGRx",
-            False,
-        )
+        # nvvidconv scales on the Jetson's VIC engine, so the CPU videoscale in the tail passes through.
+        size = "".join(f",{k}={int(v)}" for k, v in (("width", width), ("height", height)) if v is not None)
+        src = f"nvarguscamerasrc name=src sensor-id={spec.sensor_id}"
+        return f"{src} ! nvvidconv ! video/x-raw,format=BGRx{size}", False
     if spec.kind == "test":
         p = spec.params
         src = f"videotestsrc name=src is-live={'true' if spec.is_live else 'false'}"
@@ -274,6 +277,7 @@ class VideoSource:
         self._links = links
         self._dynamic = dynamic
         self._pending: Any = None  # the first sample, pulled while opening
+        self._missing_plugins: list[str] = []  # decodebin names these before its error arrives
         self._index = 0
         self._last_seq = 0
         self._eos = False
@@ -329,7 +333,7 @@ class VideoSource:
     def _check_bus(self) -> None:
         """Raise the first error posted on the bus as one clear line; discard everything else."""
         Gst, _, GstPbutils = _gst()
-        missing: list[str] = []
+        missing = self._missing_plugins
         while True:
             msg = self._bus.pop_filtered(Gst.MessageType.ERROR | Gst.MessageType.ELEMENT)
             if msg is None:
@@ -347,8 +351,8 @@ class VideoSource:
         what = _describe(self._spec)
         text = _one_line(err.message)
         if missing:
-            needs = ", ".join(missing)
-            return f"cannot decode {what}: no GStreamer decoder for {needs} (install gstreamer1.0-libav)"
+            needs = "; ".join(missing)
+            return f"cannot decode {what}: missing GStreamer plug-in: {needs} (install gstreamer1.0-libav)"
         if err.matches(Gst.StreamError.quark(), Gst.StreamError.TYPE_NOT_FOUND):
             return f"cannot decode {what}: not a recognised video or image format"
         if err.matches(Gst.StreamError.quark(), Gst.StreamError.CODEC_NOT_FOUND):
@@ -478,7 +482,7 @@ def open_source(
     _check_elements(spec)
     if latest_only is None:
         latest_only = spec.is_live
-    head, dynamic = _head(spec)
+    head, dynamic = _head(spec, width, height)
     # decodebin's pads appear later and are linked by hand (_connect_dynamic); static heads link here.
     text = f"{head} {'' if dynamic else '! '}{_tail(spec, width, height, fps)}"
     try:

@@ -20,7 +20,7 @@ import pytest
 # sys.path, so ``tests/streams`` can shadow the ``streams`` package as a namespace package unless the
 # repo root comes first (``pythonpath = ["."]`` in the pytest config).
 from streams.errors import SourceError, SourceNotFoundError, SourceTimeoutError, UnsupportedSourceError
-from streams.source import Frame, VideoSource, _gst, open_source
+from streams.source import Frame, VideoSource, _gst, _head, _tail, open_source
 from streams.uri import parse_uri
 
 PEXELS = "video/WolfgangLanger_Pexels.mp4"
@@ -344,6 +344,38 @@ def test_audio_only_file_has_no_video(tmp_path: Path):
     assert "has no video stream" in str(open_failing(str(path)))
 
 
+def test_clobbered_header_is_a_clean_error(data_file, tmp_path: Path):
+    data = bytearray(data_file(PEXELS).read_bytes())
+    data[:64] = bytes(64)  # the ftyp/moov box headers are gone
+    bad = tmp_path / "clobbered.mp4"
+    bad.write_bytes(bytes(data))
+    assert str(open_failing(str(bad))).startswith("cannot decode")
+
+
+def test_missing_decoder_names_the_codec(data_file):
+    """With every H.265 decoder ranked out, decodebin reports a missing plug-in; we say which, and how."""
+    Gst = _gst()[0]
+    decoders = [
+        factory
+        for factory in Gst.Registry.get().get_feature_list(Gst.ElementFactory)
+        if "Decoder" in (factory.get_metadata("klass") or "")
+        and any(
+            "h265" in template.get_caps().to_string()
+            for template in factory.get_static_pad_templates()
+            if template.direction == Gst.PadDirection.SINK
+        )
+    ]
+    ranks = [(factory, factory.get_rank()) for factory in decoders]
+    try:
+        for factory in decoders:
+            factory.set_rank(Gst.Rank.NONE)
+        message = str(open_failing(str(data_file(HEVC))))
+    finally:
+        for factory, rank in ranks:
+            factory.set_rank(rank)
+    assert "missing GStreamer plug-in" in message and "H.265" in message and "gstreamer1.0-libav" in message
+
+
 def test_rtsp_closed_port():
     message = str(open_failing("rtsp://127.0.0.1:9/x"))
     assert message.startswith("cannot connect to rtsp://127.0.0.1:9/x")
@@ -426,3 +458,19 @@ def test_package_exports_the_api():
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "streams.source"
+
+
+def test_pipeline_text_for_sources_this_machine_cannot_run():
+    """CSI needs a Jetson and v4l2 a camera: check at least the pipelines they would get."""
+    csi = parse_uri("csi://1")
+    head, dynamic = _head(csi, 1280, 720)
+    assert not dynamic
+    assert head == (
+        "nvarguscamerasrc name=src sensor-id=1 ! nvvidconv ! video/x-raw,format=BGRx,width=1280,height=720"
+    )
+    tail = _tail(csi, 1280, 720, 15.0)
+    assert tail.startswith("videorate name=tail ! videoscale ! videoconvert ! ")
+    assert tail.endswith("video/x-raw,format=RGB,framerate=15/1,width=1280,height=720,pixel-aspect-ratio=1/1"
+                         " ! appsink name=sink")
+    rtsp_head, rtsp_dynamic = _head(parse_uri("rtsp://cam.local/live"))
+    assert rtsp_dynamic and rtsp_head.startswith("rtspsrc name=src latency=200 ! decodebin")
