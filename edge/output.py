@@ -61,7 +61,9 @@ class Progress:
     plain line every ``log_every`` seconds so the log stays readable.
     """
 
-    def __init__(self, enabled: bool = True, stream: TextIO | None = None, log_every: float = 5.0) -> None:
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None, log_every: float = 5.0,
+                 unit: str = "frames", per: str = "fps") -> None:
+        self.unit, self.per = unit, per
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = self.stream.isatty()
@@ -79,7 +81,7 @@ class Progress:
         self._last = now
         elapsed = now - self.start
         fps = frames / elapsed if elapsed > 0 else 0.0
-        line = f"{frames} frames  {fps:.1f} fps  {faces} faces{('  ' + extra) if extra else ''}"
+        line = f"{frames} {self.unit}  {fps:.1f} {self.per}  {faces} faces{('  ' + extra) if extra else ''}"
         if self.tty:
             self.stream.write("\r" + line.ljust(70))
         else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,16 @@ def data_file(shared_data: Path):
         return path
 
     return resolve
+
+
+def run_emostream(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real `emostream` CLI in a child process (quiet MediaPipe logging)."""
+    env = {**os.environ, "GLOG_minloglevel": "2"}
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def emostream():
+    """The CLI as a function: ``emostream("run", path, ...) -> CompletedProcess``."""
+    return run_emostream

@@ -50,7 +50,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
         detector = FaceDetector(model=args.detector, min_score=args.min_score)
     timer = StageTimer()
-    progress = Progress(enabled=not args.json or sys.stderr.isatty())
+    progress = Progress(enabled=not args.json or sys.stderr.isatty(), unit="images", per="images/s")
     predicted: list[str] = []
     unreadable: list[str] = []
     no_face = 0

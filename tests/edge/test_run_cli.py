@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-
-ENV = {**os.environ, "GLOG_minloglevel": "2"}
-
-
-def emostream(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
+from conftest import run_emostream as emostream
 
 
 def records(path: Path) -> list[dict]:
