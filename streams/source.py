@@ -126,6 +126,11 @@ def _tail(spec: SourceSpec, width: int | None, height: int | None, fps: float | 
 def _head(spec: SourceSpec, width: int | None = None, height: int | None = None) -> tuple[str, bool]:
     """Launch text for the source end; the flag says whether it ends in a ``decodebin`` named ``dec``."""
     if spec.kind == "file":
+        if spec.is_image and spec.path is not None and spec.path.suffix.lower() == ".bmp":
+            # decodebin picks avdec_bmp, which has no parser in front of it and decodes nothing
+            # ("no valid frames"); gdkpixbufdec reads the whole file itself but has rank none, so
+            # decodebin never chooses it: name it here.
+            return "filesrc name=src ! gdkpixbufdec", False
         return "filesrc name=src ! decodebin name=dec", True
     if spec.kind == "v4l2":
         return "v4l2src name=src ! decodebin name=dec", True
@@ -166,9 +171,12 @@ def _check_elements(spec: SourceSpec) -> None:
                 "plugins); this machine has none"
             )
         return
-    for element in (*needed[spec.kind][:2], "videoconvert", "appsink"):
+    *elements, hint = needed[spec.kind]
+    if spec.is_image and spec.path is not None and spec.path.suffix.lower() == ".bmp":
+        elements, hint = ["filesrc", "gdkpixbufdec"], "gst-plugins-good (gstreamer1.0-plugins-good)"
+    for element in (*elements, "videoconvert", "appsink"):
         if Gst.ElementFactory.find(element) is None:
-            raise SourceError(f"GStreamer element '{element}' is missing; install {needed[spec.kind][2]}")
+            raise SourceError(f"GStreamer element '{element}' is missing; install {hint}")
 
 
 def _is_video(caps: Any) -> bool:
@@ -399,8 +407,8 @@ class VideoSource:
             padded = np.lib.stride_tricks.as_strided(rows, shape=(height, width, 3), strides=(stride, 3, 1))
             image = padded.copy()
         pts = buf.pts
-        if pts == _CLOCK_TIME_NONE:
-            pts = self._running_time()
+        if pts == _CLOCK_TIME_NONE:  # e.g. gdkpixbufdec's still image: it sits at the start
+            pts = 0 if self._spec.is_image else self._running_time()
         if self.latest_only:
             self._count_drop(buf.pts)
         frame = Frame(image=image, index=self._index, pts_ns=int(pts), stream=self.stream)

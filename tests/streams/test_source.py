@@ -168,6 +168,20 @@ def test_still_image_is_one_frame_with_cv2_pixels(data_file):
     assert src.fps is None
 
 
+@pytest.mark.parametrize("width", [641, 640])  # 641 px * 3 = 1923 bytes: GStreamer pads rows to 1924
+def test_bmp_still_image_matches_cv2_exactly(data_file, tmp_path: Path, width: int):
+    """BMP is lossless, so both decoders must agree to the last bit (decodebin alone decodes nothing)."""
+    bgr = cv2.imread(str(data_file(STILL)))[:, :width]
+    path = tmp_path / "photo.bmp"
+    assert cv2.imwrite(str(path), bgr)
+    with open_source(str(path)) as src:
+        frames = list(src)
+    assert len(frames) == 1
+    assert frames[0].pts_ns == 0 and frames[0].index == 0
+    assert frames[0].image.flags.c_contiguous
+    np.testing.assert_array_equal(frames[0].image, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
 def test_still_image_can_be_scaled(data_file):
     with open_source(str(data_file(STILL)), width=500) as src:
         frames = list(src)
