@@ -6,12 +6,18 @@ import argparse
 import sys
 import time
 
+from edge.events import EventConfig
 from edge.faces import FaceDetector
+from edge.metrics import Metrics
+from edge.multistream import StreamConfigError, run_streams
 from edge.output import JsonLinesWriter, Progress
 from edge.pipeline import FrameAnalyzer
+from edge.smoothing import SmoothingConfig
 from edge.timing import StageTimer
+from edge.tracking import TrackerConfig
 from engines.emotion import DEFAULT_MODEL, load_engine
 from streams import SourceError, open_source
+from streams.sink import parse_sink_uri
 
 ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
 
@@ -32,65 +38,139 @@ def add_detector_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="analyse a video file, camera or stream; JSON lines out",
-                       description="Run GStreamer -> MediaPipe faces -> emotion network on SOURCE and write one "
-                                   "JSON object per frame.")
-    p.add_argument("source", metavar="SOURCE",
+    p = sub.add_parser("run", help="analyse video files, cameras or streams; JSON lines out",
+                       description="Run GStreamer -> MediaPipe faces -> emotion network on one or more SOURCEs "
+                                   "(one process, shared detector and engine, batched across streams) and write "
+                                   "one JSON object per frame, plus track events.")
+    p.add_argument("sources", metavar="SOURCE", nargs="+",
                    help="file path or file://, /dev/videoN or v4l2://, csi://N, rtsp://..., test://, or an image")
     p.add_argument("--output", "-o", metavar="FILE.jsonl", help="write records here (default: stdout)")
+    p.add_argument("--stream-id", action="append", default=None, metavar="NAME",
+                   help="name of a stream in the records (repeat once per SOURCE, in order; default: the URI)")
     add_engine_args(p)
     add_detector_args(p)
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--max-frames", type=int, default=None, help="stop each stream after this many frames")
+    p.add_argument("--overlay", action="append", default=None, metavar="URI",
+                   help="annotated video out: out.mp4/.mkv, rtp://HOST:PORT or rtsp://@:PORT/PATH (repeat once "
+                        "per SOURCE; with one URI and several sources, {i} in it becomes the source number)")
+    p.add_argument("--smooth-seconds", type=float, default=0.5,
+                   help="time constant of the per-track label smoothing (default 0.5 s; 0 = off)")
+    p.add_argument("--track-timeout", type=float, default=1.0,
+                   help="seconds a face may go undetected and keep its track id (default 1.0)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="N",
+                   help="serve Prometheus metrics at http://HOST:N/metrics while running")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all interfaces)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(handler=run)
+
+
+def _overlay_uris(args: argparse.Namespace) -> list[str | None]:
+    """One overlay URI (or None) per source, checked before anything is opened."""
+    n = len(args.sources)
+    given = args.overlay or []
+    if not given:
+        return [None] * n
+    if len(given) == 1 and n > 1:
+        if "{i}" not in given[0]:
+            raise StreamConfigError(f"one --overlay for {n} sources: put {{i}} in it (e.g. out{{i}}.mp4) "
+                                    "or give one --overlay per source")
+        given = [given[0].replace("{i}", str(i)) for i in range(n)]
+    if len(given) != n:
+        raise StreamConfigError(f"{len(given)} --overlay outputs for {n} sources (give one per source)")
+    for uri in given:
+        parse_sink_uri(uri)
+    if len(set(given)) != len(given):
+        raise StreamConfigError("each --overlay output must be different")
+    return list(given)
+
+
+def _stream_ids(args: argparse.Namespace) -> list[str]:
+    ids = args.stream_id or list(args.sources)
+    if args.stream_id and len(args.stream_id) != len(args.sources):
+        raise StreamConfigError(f"{len(args.stream_id)} --stream-id names for {len(args.sources)} sources")
+    if len(set(ids)) != len(ids):
+        raise StreamConfigError("stream ids must be unique (a source given twice needs --stream-id names)")
+    return ids
 
 
 def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise SourceError("--max-frames must be at least 1")
-    source = open_source(args.source)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise StreamConfigError(f"--metrics-port must be within 0..65535, got {args.metrics_port}")
+    ids = _stream_ids(args)
+    overlays = _overlay_uris(args)
+    tracker = TrackerConfig(lost_seconds=args.track_timeout)
+    smoothing = SmoothingConfig(time_constant_s=args.smooth_seconds)
+    sources = []
+    try:
+        for uri, sid in zip(args.sources, ids):
+            sources.append(open_source(uri, stream=sid))
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
     timer = StageTimer()
-    analyzer = FrameAnalyzer(
-        FaceDetector(model=args.detector, min_score=args.min_score),
-        load_engine(args.engine, args.model, threads=args.threads),
-        timer,
-    )
+    try:
+        analyzer = FrameAnalyzer(
+            FaceDetector(model=args.detector, min_score=args.min_score),
+            load_engine(args.engine, args.model, threads=args.threads),
+            timer,
+        )
+    except BaseException:
+        for src in sources:
+            src.close()
+        raise
+    metrics = Metrics()
+    server = None
     progress = Progress(enabled=not args.quiet)
-    frames = faces = frames_with_faces = 0
-    failure: str | None = None
     start = time.perf_counter()
-    with JsonLinesWriter(args.output) as out, source:
-        try:
-            it = iter(source)
-            while args.max_frames is None or frames < args.max_frames:
-                t0 = time.perf_counter()
-                frame = next(it, None)
-                timer.add("decode", time.perf_counter() - t0)
-                if frame is None:
-                    break
-                result = analyzer.analyze(frame)
-                out.write(result.record())
-                frames += 1
-                faces += len(result.faces)
-                frames_with_faces += bool(len(result.faces))
-                progress.update(frames, faces)
-        except SourceError as exc:
-            failure = str(exc)  # everything analysed so far is already written
-        finally:
-            progress.done()
-            analyzer.close()
+    try:
+        if args.metrics_port is not None:
+            server = metrics.serve(args.metrics_port, args.metrics_host)
+            if not args.quiet:
+                print(f"emostream: metrics at {server.url}", file=sys.stderr)
+        with JsonLinesWriter(args.output) as out:
+            try:
+                results = run_streams(analyzer, sources, out.write, metrics=metrics, overlays=overlays,
+                                      max_frames=args.max_frames, tracker=tracker, smoothing=smoothing,
+                                      events=EventConfig(), progress=progress.update)
+            finally:
+                progress.done()
+    finally:
+        analyzer.close()
+        for src in sources:
+            src.close()
+        if server is not None:
+            server.close()
     elapsed = time.perf_counter() - start
+    frames = sum(r.frames for r in results)
+    faces = sum(r.faces for r in results)
+    with_faces = sum(r.frames_with_faces for r in results)
     if not args.quiet:
-        stages = ", ".join(f"{s} {timer.ms_per(s, frames):.1f}" for s in ("decode", "detect", "align", "infer"))
+        if len(results) > 1:
+            for r in results:
+                ev = ", ".join(f"{v} {k}" for k, v in r.events.items()) or "no events"
+                print(f"emostream: [{r.stream}] {r.frames} frames ({r.frames / elapsed if elapsed else 0:.1f} fps), "
+                      f"{r.faces} faces, {ev}" + (f", overlay {r.overlay}" if r.overlay else ""), file=sys.stderr)
+        elif results[0].overlay:
+            print(f"emostream: overlay -> {results[0].overlay} ({results[0].overlay_frames} frames)",
+                  file=sys.stderr)
+        stages = ", ".join(f"{s} {timer.ms_per(s, frames):.1f}" for s in ("detect", "align", "infer"))
         where = args.output or "stdout"
+        streams = f"{len(results)} streams, " if len(results) > 1 else ""
         print(f"emostream: {frames} frames in {elapsed:.1f} s ({frames / elapsed if elapsed else 0:.1f} fps), "
-              f"{frames_with_faces} with faces, {faces} faces; ms/frame: {stages}; "
+              f"{streams}{with_faces} with faces, {faces} faces; ms/frame: {stages}; "
               f"engine {analyzer.engine.name}/{analyzer.engine.model.name}; records -> {where}",
               file=sys.stderr)
-    if failure:
-        print(f"emostream: error: {failure} (after {frames} frames; those records were written)", file=sys.stderr)
-        return 1
-    if source.is_live and (args.max_frames is None or frames < args.max_frames):
-        print(f"emostream: error: live source {args.source} ended (end of stream)", file=sys.stderr)
-        return 1
-    return 0
+    status = 0
+    for r in results:
+        if r.error:
+            print(f"emostream: error: {r.error} (after {r.frames} frames of {r.stream}; those records were "
+                  "written)", file=sys.stderr)
+            status = 1
+        elif r.live and (args.max_frames is None or r.frames < args.max_frames):
+            print(f"emostream: error: live source {r.uri} ended (end of stream)", file=sys.stderr)
+            status = 1
+    return status
