@@ -473,7 +473,9 @@ def open_source(
 
     ``latest_only`` defaults to True for live sources (cameras, RTSP, ``test://``) and False for files.
     On a file it plays the file in real time, dropping frames the consumer is too slow for, as a camera
-    would. ``width``/``height``/``fps`` ask GStreamer to scale / re-time the frames. Every failure --
+    would. ``width``/``height``/``fps`` ask GStreamer to scale / re-time the frames. Pixels stay square:
+    with only one of width/height the other follows the picture's aspect; with both, a picture of another
+    aspect is letterboxed (black bars), never stretched, so faces keep their proportions. Every failure --
     unknown scheme, missing file or device, undecodable data, refused connection, nothing within
     ``timeout`` seconds -- raises :class:`SourceError` with one readable line.
     """

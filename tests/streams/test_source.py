@@ -116,6 +116,15 @@ def test_scaling_to_a_size(data_file):
     assert (src.width, src.height) == (320, 180)
 
 
+def test_size_of_another_aspect_is_letterboxed_not_stretched(data_file):
+    with open_source(str(data_file(PEXELS)), width=320, height=320) as src:
+        image = src.read().image
+    assert image.shape == (320, 320, 3)
+    # 640x360 -> 320x180 picture centred in 320x320: 70 black rows above and below, picture between.
+    assert image[:68].max() == 0 and image[-68:].max() == 0
+    assert image[75:245].mean() > 20
+
+
 def test_odd_width_rows_are_unpadded_and_match_a_resize(data_file):
     """321 px * 3 = 963 bytes per row, padded by GStreamer to 964: the copy must drop the padding."""
     uri = str(data_file(PEXELS))
