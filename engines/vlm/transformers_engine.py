@@ -40,18 +40,14 @@ class TransformersEngine:
             import torch
             from transformers import AutoModelForImageTextToText, AutoProcessor
         except ImportError as exc:
-            raise VLMError(
-                f"the transformers engine needs the 'reasoner' extra ({exc.name} missing)"
-            ) from None
+            raise VLMError(f"the transformers engine needs the 'reasoner' extra ({exc.name} missing)") from None
         if threads:
             torch.set_num_threads(threads)
         try:
             self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
             self.model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True)
         except Exception as exc:  # transformers raises many kinds for a broken folder
-            raise VLMError(
-                f"cannot load VLM from {path}: {exc.__class__.__name__}: {str(exc)[:200]}"
-            ) from None
+            raise VLMError(f"cannot load VLM from {path}: {exc.__class__.__name__}: {str(exc)[:200]}") from None
         self.model.eval()
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # decoder-only batch generation pads on the left
@@ -154,7 +150,7 @@ class _GrammarProcessor:
 
     def __init__(self, lltok: Any, grammars: list[str]) -> None:
         import llguidance
-        import llguidance.torch as lt
+        import llguidance.numpy as lt  # not llguidance.torch: importing it sets up torch.compile (~2 s)
 
         self._lt = lt
         self.matchers = [llguidance.LLMatcher(lltok, g) for g in grammars]
@@ -172,7 +168,7 @@ class _GrammarProcessor:
         import numpy as np
         import torch
 
-        words = self.mask.numpy().view(np.uint8)
+        words = self.mask.view(np.uint8)
         allowed = np.unpackbits(words, axis=1, bitorder="little")[:, : scores.shape[1]].astype(bool)
         scores.masked_fill_(~torch.from_numpy(allowed).to(scores.device), float("-inf"))
         return scores

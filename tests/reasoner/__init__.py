@@ -1,0 +1,1 @@
+"""Tests for the reasoner service, its contract, verification and fusion."""
