@@ -288,6 +288,7 @@ class VideoSource:
         self._missing_plugins: list[str] = []  # decodebin names these before its error arrives
         self._index = 0
         self._last_seq = 0
+        self._last_pts: int | None = None
         self._eos = False
         self._closed = False
         self._caps: Any = None
@@ -315,6 +316,7 @@ class VideoSource:
             sample = self._pull(self.timeout if timeout is None else timeout)
             if sample is None:
                 self._eos = True
+                self._check_complete()
                 return None
         return self._to_frame(sample)
 
@@ -337,6 +339,26 @@ class VideoSource:
                 raise SourceError(f"{_describe(self._spec)} has no video stream")
             if remaining_ns <= 0:
                 raise SourceTimeoutError(f"no frame from {_describe(self._spec)} within {timeout:g} s")
+
+    def _check_complete(self) -> None:
+        """At end of a file: raise if it stopped well short of the length its container states.
+
+        A truncated download or a cut-off recording otherwise ends "cleanly" with frames missing, and
+        the user would never learn that part of the video was not analysed.
+        """
+        if self._spec.kind != "file" or self._spec.is_image or self._last_pts is None:
+            return
+        Gst, _, _ = _gst()
+        ok, duration = self._pipeline.query_duration(Gst.Format.TIME)
+        if not ok or duration <= 0 or duration == _CLOCK_TIME_NONE:
+            return
+        frame_ns = int(1e9 / self.fps) if self.fps else 0
+        missing = duration - (self._last_pts + frame_ns)
+        if missing > max(1e9, 0.05 * duration):
+            raise SourceError(
+                f"{_describe(self._spec)} ended at {self._last_pts / 1e9:.2f} s of its stated "
+                f"{duration / 1e9:.2f} s: the file is truncated or corrupt"
+            )
 
     def _check_bus(self) -> None:
         """Raise the first error posted on the bus as one clear line; discard everything else."""
@@ -411,6 +433,8 @@ class VideoSource:
             pts = 0 if self._spec.is_image else self._running_time()
         if self.latest_only:
             self._count_drop(buf.pts)
+        if buf.pts != _CLOCK_TIME_NONE:
+            self._last_pts = int(buf.pts)
         frame = Frame(image=image, index=self._index, pts_ns=int(pts), stream=self.stream)
         self._index += 1
         return frame

@@ -146,15 +146,26 @@ def test_fps_option_retimes_the_file(data_file):
     assert np.allclose(steps, 0.1, atol=1e-3)
 
 
-def test_truncated_file_ends_early_and_cleanly(data_file, tmp_path: Path, pexels: Decoded):
-    """The first 30 % of the mp4 (its index comes first): decoding stops cleanly with fewer frames."""
+def test_truncated_file_delivers_what_it_has_then_says_so(data_file, tmp_path: Path, pexels: Decoded):
+    """The first 30 % of the mp4 (its index comes first): the frames that are there arrive, then a clear
+    error says the file stopped short of its stated length (nothing is silently missing)."""
     data = data_file(PEXELS).read_bytes()
     cut = tmp_path / "truncated.mp4"
     cut.write_bytes(data[: int(len(data) * 0.3)])
-    decoded = decode_all(str(cut), timeout=5)
-    assert 0 < decoded.count < pexels.count
-    assert decoded.shapes == {(360, 640, 3)}
-    assert all(b > a for a, b in zip(decoded.pts, decoded.pts[1:], strict=False))
+    frames = []
+    with open_source(str(cut), timeout=5) as src:
+        with pytest.raises(SourceError, match=r"ended at .* of its stated 19\.\d+ s: the file is truncated"):
+            for frame in src:
+                frames.append(frame)
+    assert 0 < len(frames) < pexels.count
+    assert {f.image.shape for f in frames} == {(360, 640, 3)}
+
+
+@pytest.mark.parametrize("clip", ["video/WolfgangLanger_Pexels.mp4", "video/single_face.mp4", "video/no_face.mp4",
+                                  "video/face_noface.mov", "video/noface_face.mov"])
+def test_complete_files_do_not_look_truncated(data_file, clip):
+    with open_source(str(data_file(clip)), width=160, height=90) as src:
+        assert sum(1 for _ in src) > 60
 
 
 # --------------------------------------------------------------------------------------------------
