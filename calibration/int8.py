@@ -51,7 +51,10 @@ class FaceCalibrationReader:
         self._it: Iterator[dict[str, np.ndarray]] = self._batches()
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        for i in range(0, len(self.images), self.batch_size):
+        # Equal batches only: ORT's histogram calibrators stack per-batch outputs and fail on a short
+        # last batch, so the remainder (< batch_size images) is left out; at least one batch is kept.
+        n = max(self.batch_size, len(self.images) - len(self.images) % self.batch_size)
+        for i in range(0, min(n, len(self.images)), self.batch_size):
             x = self.images[i:i + self.batch_size].astype(np.float32)[:, None]
             yield {self.input_name: ((x / 255.0 - self.mean) * self.scale).astype(np.float32)}
 
@@ -64,10 +67,12 @@ class FaceCalibrationReader:
 
 def quantize_qdq(fp32_onnx: str | Path, int8_onnx: str | Path, reader: FaceCalibrationReader,
                  method: str = "percentile", per_channel: bool = True) -> Path:
-    """Write a QDQ INT8 model: int8 weights (per output channel) and uint8... int8 activations.
+    """Write a QDQ INT8 model: int8 weights (per output channel), int8 symmetric activations.
 
-    Percentile (99.999) calibration clips the few extreme activations that min/max would let stretch the
-    range; on this ReLU network that keeps more of the 256 levels for the values that matter. Pre-processing
+    Symmetric int8 activations are what TensorRT's explicit quantization accepts, so the same file can
+    build a Jetson engine. Percentile (99.999) calibration clips the few extreme activations that min/max
+    would let stretch the range; on this ReLU network that keeps more of the 256 levels for the values
+    that matter. Pre-processing
     (shape inference + graph optimisation, incl. BN folding) runs first, as ORT recommends.
     """
     from onnxruntime.quantization import (
