@@ -77,9 +77,7 @@ class Escalator:
         self._expired: OrderedDict[str, _Pending] = OrderedDict()  # recently expired: late replies
         self._late_grace_s = late_grace_s
         self.last_error: str | None = None
-        self._thread = threading.Thread(
-            target=self._run_guarded, name=f"escalator-{self.engine}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run_guarded, name=f"escalator-{self.engine}", daemon=True)
 
     # ------------------------------------------------------------------ caller side (never blocks)
 
@@ -160,8 +158,7 @@ class Escalator:
                 self._expired[rid] = self._in_flight.pop(rid)
                 self._counts["expired"] += 1
             while self._expired and (
-                len(self._expired) > 1024
-                or now - next(iter(self._expired.values())).deadline > self._late_grace_s
+                len(self._expired) > 1024 or now - next(iter(self._expired.values())).deadline > self._late_grace_s
             ):
                 self._expired.popitem(last=False)
 
@@ -200,9 +197,7 @@ def _finite(x: Any, lo: float, hi: float) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and lo <= x <= hi
 
 
-def _record(
-    reply: dict[str, Any], pending: _Pending, now: float, labels: tuple[str, ...]
-) -> dict[str, Any] | None:
+def _record(reply: dict[str, Any], pending: _Pending, now: float, labels: tuple[str, ...]) -> dict[str, Any] | None:
     """The output record, or None if the reply breaks the contract (replies are untrusted input)."""
     expr = reply.get("expression")
     aus = reply.get("aus")
@@ -215,8 +210,7 @@ def _record(
         or not isinstance(aus, list)
         or len(aus) > 32
         or not all(
-            isinstance(a, dict) and isinstance(a.get("au"), str) and _finite(a.get("intensity"), 0, 1)
-            for a in aus
+            isinstance(a, dict) and isinstance(a.get("au"), str) and _finite(a.get("intensity"), 0, 1) for a in aus
         )
         or not isinstance(reply.get("rationale"), str)
         or not isinstance(reply.get("verified"), bool)
@@ -257,7 +251,7 @@ class InprocEscalator(Escalator):
         from reasoner.core import Reasoner
 
         self.reasoner = reasoner or Reasoner()
-        self.engine = self.reasoner.name
+        self.engine = f"inproc:{self.reasoner.name}"
         super().__init__(labels, queue_size=queue_size)
 
     def _run(self) -> None:
@@ -392,9 +386,7 @@ class RemoteEscalator(Escalator):
                 self._counts["disconnects"] += 1
             else:
                 self._counts["auth_failures"] += 1
-                self.last_error = (
-                    f"reasoner at {self.endpoint} refused the CURVE handshake (key not allow-listed?)"
-                )
+                self.last_error = f"reasoner at {self.endpoint} refused the CURVE handshake (key not allow-listed?)"
 
     def _send_queued(self, sock: Any, zmq: Any) -> None:
         while len(self._in_flight) < self._max_in_flight:
@@ -441,7 +433,68 @@ def open_escalator(
     if spec == "inproc":
         return InprocEscalator(labels, queue_size=queue_size).start()
     if spec.startswith(("tcp://", "ipc://")):
-        return RemoteEscalator(
-            spec, labels, keys_dir=keys_dir, insecure=insecure, queue_size=queue_size
-        ).start()
+        return RemoteEscalator(spec, labels, keys_dir=keys_dir, insecure=insecure, queue_size=queue_size).start()
     raise EscalationError(f"--reasoner must be none, inproc or tcp://HOST:PORT, got {spec!r}")
+
+
+class EscalationHook:
+    """Glue for ``run_streams(on_step=…)``: policy -> keyframe -> ``submit``, and answers -> ``write``.
+
+    Runs on the frame loop's thread, so records are written from the same thread as the frame
+    records (no locking around the output) and it costs a policy check per tracked face plus two
+    JPEG encodes per keyframe -- never a wait for the reasoner.
+    """
+
+    def __init__(self, escalator: Escalator, write: Any, policy: Any = None, deadline_ms: int = 3000) -> None:
+        from edge.keyframes import KeyframePolicy
+
+        self.escalator = escalator
+        self.write = write
+        self.policy = policy or KeyframePolicy()
+        self.deadline_ms = deadline_ms
+
+    def __call__(self, step: Any) -> None:
+        from edge.keyframes import make_keyframe
+
+        a = step.analysis
+        frame = a.frame
+        for i, track in enumerate(step.track_ids):
+            if track < 0:
+                continue  # untracked detections have no identity to reason about
+            reason = self.policy.decide(frame.stream, int(track), frame.index, frame.t, a.probs[i], a.labels)
+            if reason is None:
+                continue
+            kf = make_keyframe(
+                frame.stream,
+                int(track),
+                frame.index,
+                frame.pts_ns,
+                a.crops[i],
+                frame.image,
+                a.faces.boxes[i],
+                a.probs[i],
+                a.labels,
+                reason,
+                va=step.valence_arousal[i],
+                deadline_ms=self.deadline_ms,
+            )
+            self.escalator.submit(kf)
+        self.flush()
+
+    def flush(self) -> None:
+        for record in self.escalator.poll():
+            self.write(record)
+
+    def close(self, drain_s: float = 2.0) -> str:
+        """Wait briefly for outstanding answers, write them, and return a one-line summary."""
+        self.escalator.close(drain_s=drain_s)
+        self.flush()
+        c = self.escalator.counters()
+        dropped = c["dropped_queue"] + c["dropped_unreachable"] + c["dropped_stale"]
+        text = (
+            f"reasoner {self.escalator.engine}: {c['submitted']} keyframes, {c['answered']} answered, "
+            f"{c['late']} late, {c['expired']} expired, {c['errors']} errors, {dropped} dropped"
+        )
+        if self.escalator.last_error:
+            text += f" (last: {self.escalator.last_error})"
+        return text

@@ -92,7 +92,10 @@ class Reasoner:
         if verdict is None:
             return error_reply(rid, "no_answer", "no sample satisfied the answer schema")
         labels = tuple(kf["labels"])
-        fused = self._gate(labels).fuse(verdict.answer.expression, np.asarray(kf["probs"]))
+        # The knowledge engine's answer is derived from these very probabilities, not a second opinion:
+        # fusing it would only sharpen the network's own top label, so its "fused" is the network's.
+        vote = None if isinstance(self.engine, KnowledgeEngine) else verdict.answer.expression
+        fused = self._gate(labels).fuse(vote, np.asarray(kf["probs"]))
         a = verdict.answer
         return {
             "v": SCHEMA_VERSION,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -223,3 +224,38 @@ def test_edge_escalation_path_imports_no_torch_or_transformers():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_emostream_run_merges_reasoning_records(tmp_path, data_file):
+    """`emostream run` on a real video: inproc by default, a remote reasoner by tcp://, none disables."""
+    video = str(data_file("video/single_face.mp4"))
+    out = tmp_path / "inproc.jsonl"
+    r = run_cli(video, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    reasoning = [x for x in recs if x["type"] == "reasoning"]
+    frames = [x for x in recs if x["type"] == "frame"]
+    assert len(frames) == 72 and reasoning and reasoning[0]["reason"] == "new_track"
+    assert all(set(x) == RECORD_KEYS and x["engine"] == "knowledge" for x in reasoning)
+    tracks = {f["track"] for x in frames for f in x["faces"]}
+    assert {x["track"] for x in reasoning} <= tracks
+    assert "reasoner inproc:knowledge" in r.stderr and "answered" in r.stderr
+
+    with reasoner_process(tmp_path) as (_, endpoint, _log):
+        out = tmp_path / "remote.jsonl"
+        r = run_cli(video, "-o", str(out), "--reasoner", endpoint, "--max-frames", "30", "-q")
+        assert r.returncode == 0, r.stderr
+    remote = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["frame"] for x in remote if x["type"] == "reasoning"] == [0]
+
+    out = tmp_path / "none.jsonl"
+    r = run_cli(video, "-o", str(out), "--reasoner", "none", "--max-frames", "5", "-q")
+    assert r.returncode == 0 and "reasoning" not in out.read_text()
+    r = run_cli(video, "--reasoner", "udp://x", "-q")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("emostream: error: --reasoner must be")
