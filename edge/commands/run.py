@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from edge.escalation import EscalationHook, open_escalator
 from edge.events import EventConfig
 from edge.faces import FaceDetector
 from edge.metrics import Metrics
@@ -61,6 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve Prometheus metrics at http://HOST:N/metrics while running")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all interfaces)")
+    p.add_argument("--reasoner", default="inproc", metavar="SPEC",
+                   help="keyframe escalation: inproc (knowledge engine in this process, default), "
+                        "tcp://HOST:PORT (a `emostream reasoner` service) or none")
+    p.add_argument("--keys", metavar="DIR", help="CURVE keys from `emostream keys DIR` for a tcp:// reasoner")
+    p.add_argument("--insecure", action="store_true", help="allow a plain-TCP reasoner off loopback")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
     p.set_defaults(handler=run)
 
@@ -122,8 +128,17 @@ def run(args: argparse.Namespace) -> int:
         for src in sources:
             src.close()
         raise
+    try:
+        escalator = open_escalator(args.reasoner, keys_dir=args.keys, insecure=args.insecure,
+                                   labels=analyzer.labels)
+    except BaseException:
+        analyzer.close()
+        for src in sources:
+            src.close()
+        raise
     metrics = Metrics()
     server = None
+    hook = None
     progress = Progress(enabled=not args.quiet)
     start = time.perf_counter()
     try:
@@ -132,13 +147,20 @@ def run(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(f"emostream: metrics at {server.url}", file=sys.stderr)
         with JsonLinesWriter(args.output) as out:
+            hook = EscalationHook(escalator, out.write) if escalator is not None else None
             try:
                 results = run_streams(analyzer, sources, out.write, metrics=metrics, overlays=overlays,
                                       max_frames=args.max_frames, tracker=tracker, smoothing=smoothing,
-                                      events=EventConfig(), progress=progress.update)
+                                      events=EventConfig(), progress=progress.update, on_step=hook)
             finally:
                 progress.done()
+                if hook is not None:
+                    summary = hook.close()  # late answers still reach the output before it closes
+                    if not args.quiet:
+                        print(f"emostream: {summary}", file=sys.stderr)
     finally:
+        if escalator is not None:
+            escalator.close(drain_s=0)
         analyzer.close()
         for src in sources:
             src.close()
