@@ -270,7 +270,9 @@ def run_streams(
     metrics = metrics or Metrics()
     labels = analyzer.labels
     cond = threading.Condition()
-    readers = [_Reader(s, cond, max_frames) for s in sources]
+    # Files stop reading at max_frames; a live reader replaces unread frames, so the cap is applied
+    # to frames analysed, below.
+    readers = [_Reader(s, cond, None if s.latest_only else max_frames) for s in sources]
     procs = [StreamProcessor(s.stream, labels, s.fps, tracker, smoothing, events) for s in sources]
     outs = [_Overlay(o, s.fps) if o else None for o, s in zip(overlays, sources)]
     results = [StreamResult(s.stream, s.uri, overlay=o, live=s.is_live) for s, o in zip(sources, overlays)]
@@ -346,6 +348,11 @@ def run_streams(
                     metrics.stage("overlay", t_overlay)
                 if progress is not None:
                     progress(total_frames, total_faces)
+            if max_frames is not None:
+                for i, r in enumerate(readers):
+                    if not finished[i] and results[i].frames >= max_frames and i not in drained:
+                        r.stop.set()
+                        drained.append(i)
             for i in drained:
                 r = readers[i]
                 dropped = r.dropped + sources[i].frames_dropped
