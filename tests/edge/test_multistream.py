@@ -125,3 +125,24 @@ def test_cli_runs_two_sources_with_overlays(emostream, data_file, tmp_path):
     assert len(list(open_source(str(tmp_path / "ov1.mp4")))) == 72
     assert len(list(open_source(str(tmp_path / "ov0.mp4")))) == 1
     assert "2 streams" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_stream_that_fails_midway_ends_alone_and_its_records_are_kept(capsys, data_file, tmp_path):
+    """A truncated file fails after ~9.6 s of video; the other stream is unaffected, the exit code says so."""
+    whole = data_file("video/WolfgangLanger_Pexels.mp4").read_bytes()
+    broken = tmp_path / "truncated.mp4"
+    broken.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out.jsonl"
+    status = main(["run", str(broken), str(data_file("video/single_face.mp4")), "--stream-id", "broken",
+                   "--stream-id", "ok", "-o", str(out)])
+    stderr = capsys.readouterr().err
+    assert status == 1
+    errors = [line for line in stderr.splitlines() if line.startswith("emostream: error:")]
+    assert len(errors) == 1 and "truncated" in errors[0] and "broken" in errors[0], stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    ok = [r for r in recs if r["stream"] == "ok" and r["type"] == "frame"]
+    bad = [r for r in recs if r["stream"] == "broken" and r["type"] == "frame"]
+    assert len(ok) == 72 and 200 <= len(bad) < 472
+    [end] = [r for r in recs if r["stream"] == "broken" and r.get("kind") == "track_end"]
+    assert end["reason"] == "source_error" and end["frame"] == bad[-1]["frame"]
+    assert [r["reason"] for r in recs if r["stream"] == "ok" and r.get("kind") == "track_end"] == ["end_of_stream"]
