@@ -15,8 +15,9 @@ Metric names (all prefixed ``emostream_``):
 ``frames_total{stream}``            counter   frames analysed
 ``stream_fps{stream}``              gauge     frames/s analysed over the last ``fps_window_s``
 ``frames_dropped_total{stream}``    counter   frames a latest-frame source skipped (consumer too slow)
-``stage_seconds{stage}``            histogram latency of decode / detect / align / infer / track /
-                                              overlay / encode, per batch step
+``stage_seconds{stage}``            histogram per batch step: ``wait`` (for frames), ``detect``,
+                                              ``align``, ``infer`` (one call for all streams), ``track``
+                                              (tracking, smoothing, events), ``overlay`` (draw + encode)
 ``faces_total{stream}``             counter   faces detected
 ``faces_in_frame{stream}``          gauge     faces in the stream's latest frame
 ``tracks_active{stream}``           gauge     tracks currently open

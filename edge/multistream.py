@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from edge.events import EventConfig, StreamEvents
@@ -225,8 +226,6 @@ class _Overlay:
             self.sink = open_sink(self.uri, w2, h2, self.fps)
         drawn = draw_overlay(image[:h2, :w2], step.overlay_faces(), caption)
         if drawn.shape[:2] != (self.sink.height, self.sink.width):  # the source changed resolution
-            import cv2
-
             drawn = cv2.resize(drawn, (self.sink.width, self.sink.height), interpolation=cv2.INTER_AREA)
         self.sink.write(drawn, pts_ns=step.analysis.frame.pts_ns)
 
