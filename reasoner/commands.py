@@ -29,9 +29,7 @@ def register(sub: Any) -> None:
     engine = p.add_mutually_exclusive_group()
     engine.add_argument("--vlm", metavar="PATH", help="local transformers VLM directory (image-text-to-text)")
     engine.add_argument("--vlm-url", metavar="URL", help="OpenAI-compatible server, e.g. http://gpu:8000/v1")
-    p.add_argument(
-        "--vlm-model", default="default", help="model name sent to --vlm-url (default: %(default)s)"
-    )
+    p.add_argument("--vlm-model", default="default", help="model name sent to --vlm-url (default: %(default)s)")
     p.add_argument("--vlm-timeout", type=float, default=30.0, help="HTTP timeout in s for --vlm-url")
     p.add_argument("--max-new-tokens", type=int, default=512, help="decode budget for --vlm")
     p.add_argument("--max-batch", type=int, default=8, help="most keyframes per engine call")
@@ -45,6 +43,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--gate", metavar="FILE", help="fitted fusion gate (calibration.fusion.save_gate)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for --vlm")
+    p.add_argument("--device", default="auto", help="torch device for --vlm: auto (cuda if present), cpu, cuda:N")
     p.set_defaults(handler=run_reasoner)
 
     k = sub.add_parser(
@@ -54,9 +53,7 @@ def register(sub: Any) -> None:
         "NAME in DIR/authorized/. Copy server.key + NAME.key_secret to the edge.",
     )
     k.add_argument("dir", metavar="DIR")
-    k.add_argument(
-        "--client", default="client", metavar="NAME", help="client key name (default: %(default)s)"
-    )
+    k.add_argument("--client", default="client", metavar="NAME", help="client key name (default: %(default)s)")
     k.set_defaults(handler=run_keys)
 
 
@@ -86,7 +83,11 @@ def build_reasoner(args: argparse.Namespace) -> Reasoner:
         from engines.vlm.transformers_engine import TransformersEngine
 
         engine: Any = TransformersEngine(
-            args.vlm, grammar_fn=answer_lark_grammar, max_new_tokens=args.max_new_tokens, threads=args.threads
+            args.vlm,
+            grammar_fn=answer_lark_grammar,
+            max_new_tokens=args.max_new_tokens,
+            threads=args.threads,
+            device=args.device,
         )
     elif args.vlm_url:
         from engines.vlm.openai_engine import OpenAIEngine

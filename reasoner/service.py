@@ -170,7 +170,12 @@ def serve(
                         live.append((ident, kf, t_recv))
                 if live:
                     stats.batches += 1
-                    replies = reasoner.process([kf for _, kf, _ in live])
+                    try:
+                        replies = reasoner.process([kf for _, kf, _ in live])
+                    except Exception as exc:  # noqa: BLE001 - an engine bug must not take the service down
+                        why = f"{exc.__class__.__name__}: {exc}"[:200]
+                        print(f"reasoner: internal error: {why}", file=log, flush=True)
+                        replies = [error_reply(kf["id"], "internal", why) for _, kf, _ in live]
                     done = time.monotonic()
                     for (ident, _, t_recv), reply in zip(live, replies, strict=True):
                         reply["service_ms"] = round((done - t_recv) * 1000.0, 2)

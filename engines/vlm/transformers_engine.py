@@ -31,6 +31,7 @@ class TransformersEngine:
         max_new_tokens: int = 512,
         temperature: float = 0.8,
         threads: int | None = None,
+        device: str = "auto",
     ) -> None:
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -48,7 +49,13 @@ class TransformersEngine:
             self.model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True)
         except Exception as exc:  # transformers raises many kinds for a broken folder
             raise VLMError(f"cannot load VLM from {path}: {exc.__class__.__name__}: {str(exc)[:200]}") from None
-        self.model.eval()
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.device = torch.device(device)
+            self.model.to(self.device).eval()
+        except (RuntimeError, ValueError) as exc:  # e.g. "cuda" on a machine without a GPU
+            raise VLMError(f"cannot use device {device!r}: {str(exc)[:200]}") from None
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # decoder-only batch generation pads on the left
         if getattr(self.processor, "chat_template", None) is None:
@@ -99,7 +106,7 @@ class TransformersEngine:
                 msgs.append({"role": "system", "content": [{"type": "text", "text": p.system}]})
             msgs.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p.text}]})
             texts.append(self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
-        return self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        return self.processor(images=images, text=texts, return_tensors="pt", padding=True).to(self.device)
 
     def generate(self, prompts: list[VLMPrompt], n: int = 1) -> list[list[str] | VLMError]:
         if not prompts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,39 @@ def test_cli_refusals_are_one_line(tmp_path):
     with reasoner_process(tmp_path) as (_, endpoint, _log):
         r = cli("reasoner", "--bind", endpoint)  # port taken
         assert r.returncode == 2 and "cannot bind" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_engine_crash_becomes_an_error_reply_and_the_service_survives(crop_jpeg):
+    """In-process serve() with an engine that raises: error replies, then normal service again."""
+    import threading
+
+    from reasoner.core import Reasoner
+    from reasoner.knowledge import KnowledgeEngine
+    from reasoner.service import ServiceConfig, serve
+
+    class Flaky(KnowledgeEngine):
+        calls = 0
+
+        def answer(self, labels, probs, va=None):
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise RuntimeError("simulated engine bug")
+            return super().answer(labels, probs, va)
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    stop = threading.Event()
+    log = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    thread = threading.Thread(target=serve, args=(Reasoner(engine=Flaky()), ServiceConfig(endpoint), stop, log))
+    thread.start()
+    client = RawClient(endpoint)
+    try:
+        first = client.ask(keyframe_msg(crop_jpeg))
+        second = client.ask(keyframe_msg(crop_jpeg))
+    finally:
+        client.close()
+        stop.set()
+        thread.join(timeout=5)
+        log.close()
+    assert first["type"] == "error" and first["code"] == "internal" and "simulated" in first["message"]
+    assert second["type"] == "reply" and second["expression"] == "happy"
+    assert not thread.is_alive()
