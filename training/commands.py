@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill = subparsers.add_parser("distill", help="train the student, distilled from teacher checkpoints")
     _common(distill, arch="student", epochs=50, out="runs/student")
     distill.add_argument("--teacher", action="append", default=[], metavar="CKPT",
-                         help="teacher checkpoint (best.pt from `train teacher`); repeat to ensemble; "
-                              "none = plain cross-entropy")
+                         help="teacher: a checkpoint (best.pt from `train teacher`) or a registered model "
+                              "name such as v0; repeat to ensemble (logits averaged); none = plain cross-entropy")
     distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
     distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
     distill.set_defaults(handler=_cmd_distill)
@@ -62,12 +62,13 @@ def _common(p: argparse.ArgumentParser, arch: str, epochs: int, out: str) -> Non
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars (background runs)")
 
 
-def _run(args: argparse.Namespace, teachers_ckpts: list[Path], alpha: float, temperature: float) -> int:
+def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temperature: float) -> int:
     import numpy as np
 
     from training.data import load_fer_cached
     from training.loop import TrainConfig, train
-    from training.models import build_model, load_checkpoint_model
+    from training.models import build_model
+    from training.teachers import load_teacher
 
     try:
         model = build_model(args.arch)
@@ -78,7 +79,7 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[Path], alpha: float, tem
     if args.limit:
         rng = np.random.default_rng(args.seed)
         train_ds = train_ds.subset(np.sort(rng.permutation(len(train_ds))[: args.limit]))
-    teachers = [load_checkpoint_model(p) for p in teachers_ckpts]
+    teachers = [load_teacher(p, train_ds.names) for p in teachers_ckpts]
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, alpha=alpha,
                       temperature=temperature, seed=args.seed, threads=args.threads)
@@ -96,5 +97,5 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    ckpts = [Path(t) for t in args.teacher if t.lower() != "none"]
+    ckpts = [t for t in args.teacher if t.lower() != "none"]
     return _run(args, ckpts, alpha=args.alpha if ckpts else 0.0, temperature=args.temperature)
