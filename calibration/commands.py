@@ -34,13 +34,15 @@ def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=REPO / ".cache")
     p.add_argument("--calib-images", type=int, default=1024, help="INT8 calibration images drawn from train")
     p.add_argument("--method", default="percentile", choices=("percentile", "minmax", "entropy"))
+    p.add_argument("--activations", default="u8", choices=("u8", "s8"),
+                   help="INT8 activation type: u8 = ONNX Runtime's fast CPU path; s8 = TensorRT explicit QDQ")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_cmd_calibrate)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     report = calibrate_checkpoint(args.checkpoint, args.name, args.models_dir, args.data, args.cache,
-                                  args.calib_images, args.method, args.seed)
+                                  args.calib_images, args.method, args.seed, args.activations)
     f, q, t = report["fp32"], report["int8"], report["temperature"]
     print(f"done: {args.name} val_acc {f['accuracy']:.4f} macro_f1 {f['macro_f1']:.4f} "
           f"T {t['temperature']:.3f} ECE {t['ece_before']:.4f}->{t['ece_after']:.4f} "
@@ -81,7 +83,8 @@ def _crossfit_ece(logits: np.ndarray, labels: np.ndarray, seed: int) -> float:
 
 
 def calibrate_checkpoint(checkpoint: Path, name: str, models_dir: Path, data: Path, cache: Path,
-                         calib_images: int = 1024, method: str = "percentile", seed: int = 0) -> dict:
+                         calib_images: int = 1024, method: str = "percentile", seed: int = 0,
+                         activations: str = "u8") -> dict:
     import torch
 
     from calibration.int8 import FaceCalibrationReader, quantize_qdq, stratified_sample
@@ -136,11 +139,12 @@ def calibrate_checkpoint(checkpoint: Path, name: str, models_dir: Path, data: Pa
     idx = stratified_sample(train_ds.labels, calib_images, seed)
     reader = FaceCalibrationReader(train_ds.images[idx], mean, scale)
     t0 = time.time()
-    quantize_qdq(onnx_path, int8_path, reader, method=method)
+    quantize_qdq(onnx_path, int8_path, reader, method=method, activations=activations)
     quant_s = time.time() - t0
     int8_card_dict = dict(card, name=f"fer_{name}_int8", onnx=int8_path.name, torch_state=None,
                           quantization={"format": "QDQ", "weights": "int8 per-channel symmetric",
-                                        "activations": "int8 symmetric", "calibration": method,
+                                        "activations": "uint8 asymmetric" if activations == "u8"
+                                        else "int8 symmetric", "calibration": method,
                                         "calibration_images": int(len(idx)),
                                         "calibration_source": "FER2013 train, class-stratified, seed "
                                                               f"{seed}"})

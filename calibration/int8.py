@@ -66,13 +66,14 @@ class FaceCalibrationReader:
 
 
 def quantize_qdq(fp32_onnx: str | Path, int8_onnx: str | Path, reader: FaceCalibrationReader,
-                 method: str = "percentile", per_channel: bool = True) -> Path:
-    """Write a QDQ INT8 model: int8 weights (per output channel), int8 symmetric activations.
+                 method: str = "percentile", per_channel: bool = True, activations: str = "u8") -> Path:
+    """Write a QDQ INT8 model: int8 weights (symmetric, per output channel) and 8-bit activations.
 
-    Symmetric int8 activations are what TensorRT's explicit quantization accepts, so the same file can
-    build a Jetson engine. Percentile (99.999) calibration clips the few extreme activations that min/max
-    would let stretch the range; on this ReLU network that keeps more of the 256 levels for the values
-    that matter. Pre-processing
+    ``activations="u8"`` (asymmetric uint8, the default) is ONNX Runtime's fast x86 path (U8S8 kernels,
+    VNNI): measured here about 1.3x faster than FP32 while ``"s8"`` (symmetric int8) was *slower* than
+    FP32. ``"s8"`` is what TensorRT's explicit quantization accepts, so use it for a QDQ file meant for a
+    Jetson (or build there with :mod:`calibration.tensorrt_int8`). Percentile (99.999) calibration clips
+    the few extreme activations that min/max would let stretch the range. Pre-processing
     (shape inference + graph optimisation, incl. BN folding) runs first, as ORT recommends.
     """
     from onnxruntime.quantization import (
@@ -85,6 +86,8 @@ def quantize_qdq(fp32_onnx: str | Path, int8_onnx: str | Path, reader: FaceCalib
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
+    if activations not in ("u8", "s8"):
+        raise QuantizationError(f"activations must be 'u8' or 's8', not {activations!r}")
     if method not in methods:
         raise QuantizationError(f"unknown calibration method {method!r}; choose {', '.join(methods)}")
     src = Path(fp32_onnx)
@@ -103,10 +106,10 @@ def quantize_qdq(fp32_onnx: str | Path, int8_onnx: str | Path, reader: FaceCalib
         quantize_static(
             str(pre), str(dst), reader,
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
             calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": True, **extra},
+            extra_options={"ActivationSymmetric": activations == "s8", **extra},
         )
     return dst

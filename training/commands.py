@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--teacher", action="append", default=[], metavar="CKPT",
                          help="teacher: a checkpoint (best.pt from `train teacher`) or a registered model "
                               "name such as v0; repeat to ensemble (logits averaged); none = plain cross-entropy")
+    distill.add_argument("--init", type=Path, metavar="CKPT",
+                         help="start from this checkpoint's weights (same arch), e.g. to continue a student "
+                              "with self-distillation")
     distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
     distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
     distill.set_defaults(handler=_cmd_distill)
@@ -67,7 +70,7 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
 
     from training.data import load_fer_cached
     from training.loop import TrainConfig, train
-    from training.models import build_model
+    from training.models import CheckpointError, build_model, load_checkpoint
     from training.teachers import load_teacher
 
     try:
@@ -80,11 +83,17 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
         rng = np.random.default_rng(args.seed)
         train_ds = train_ds.subset(np.sort(rng.permutation(len(train_ds))[: args.limit]))
     teachers = [load_teacher(p, train_ds.names) for p in teachers_ckpts]
+    init = getattr(args, "init", None)
+    if init is not None and not (args.out / "last.pt").is_file():  # on resume, last.pt wins
+        ckpt = load_checkpoint(init)
+        if ckpt["arch"] != args.arch:
+            raise CheckpointError(f"--init {init} is a {ckpt['arch']!r} network, not {args.arch!r}")
+        model.load_state_dict(ckpt["model"])
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, alpha=alpha,
                       temperature=temperature, seed=args.seed, threads=args.threads)
     meta = {"arch": args.arch, "labels": list(train_ds.names), "input_size": 48,
-            "teachers": [str(p) for p in teachers_ckpts]}
+            "teachers": [str(p) for p in teachers_ckpts], "init": str(init) if init else None}
     best = train(model, train_ds, val_ds, cfg, args.out, teachers=teachers, extra_meta=meta,
                  progress=not args.no_progress)
     print(f"done: {args.arch} best epoch {best['epoch']} val_acc {best['accuracy']:.4f} "
