@@ -445,13 +445,19 @@ class EscalationHook:
     JPEG encodes per keyframe -- never a wait for the reasoner.
     """
 
-    def __init__(self, escalator: Escalator, write: Any, policy: Any = None, deadline_ms: int = 3000) -> None:
+    #: Escalator counters reported as Prometheus drops, by reason.
+    _DROP_COUNTERS = ("dropped_queue", "dropped_unreachable", "dropped_stale", "expired", "errors")
+
+    def __init__(self, escalator: Escalator, write: Any, policy: Any = None, deadline_ms: int = 3000,
+                 metrics: Any = None) -> None:
         from edge.keyframes import KeyframePolicy
 
         self.escalator = escalator
         self.write = write
         self.policy = policy or KeyframePolicy()
         self.deadline_ms = deadline_ms
+        self.metrics = metrics  # edge.metrics.Metrics or None
+        self._reported = dict.fromkeys(self._DROP_COUNTERS, 0)
 
     def __call__(self, step: Any) -> None:
         from edge.keyframes import make_keyframe
@@ -479,11 +485,26 @@ class EscalationHook:
                 deadline_ms=self.deadline_ms,
             )
             self.escalator.submit(kf)
+            if self.metrics is not None:
+                self.metrics.escalation_sent(frame.stream)
         self.flush()
 
     def flush(self) -> None:
         for record in self.escalator.poll():
             self.write(record)
+            if self.metrics is not None and record.get("type") == "reasoning":
+                self.metrics.escalation_answered(str(record.get("stream")))
+        if self.metrics is not None:
+            self._report_counters()
+
+    def _report_counters(self) -> None:
+        """Escalator-wide drops (its counters are not per stream) and the queue depth, as metric deltas."""
+        c = self.escalator.counters()
+        for name in self._DROP_COUNTERS:
+            for _ in range(c.get(name, 0) - self._reported[name]):
+                self.metrics.escalation_dropped("all", name.removeprefix("dropped_"))
+            self._reported[name] = c.get(name, 0)
+        self.metrics.set_queue_depth("escalation", c.get("queued", 0) + c.get("in_flight", 0))
 
     def close(self, drain_s: float = 2.0) -> str:
         """Wait briefly for outstanding answers, write them, and return a one-line summary."""

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(f"emostream: metrics at {server.url}", file=sys.stderr)
         with JsonLinesWriter(args.output) as out:
-            hook = EscalationHook(escalator, out.write) if escalator is not None else None
+            hook = EscalationHook(escalator, out.write, metrics=metrics) if escalator is not None else None
             try:
                 results = run_streams(analyzer, sources, out.write, metrics=metrics, overlays=overlays,
                                       max_frames=args.max_frames, tracker=tracker, smoothing=smoothing,

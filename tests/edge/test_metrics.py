@@ -128,3 +128,31 @@ def test_cli_serves_metrics_while_running(tmp_path):
     for stage in ("detect", "align", "infer", "track"):
         assert _value(text, f'emostream_stage_seconds_count{{stage="{stage}"}}') >= 1
     assert len(out.read_text().splitlines()) == 150  # no faces in the test pattern: frame records only
+
+
+def test_escalations_are_counted_in_the_metrics(data_file):
+    """The real pipeline + the in-process knowledge reasoner: sent/answered counters and queue depth move."""
+    from edge.escalation import EscalationHook, open_escalator
+    from edge.faces import FaceDetector
+    from edge.multistream import run_streams
+    from edge.pipeline import FrameAnalyzer
+    from engines.emotion import load_engine
+    from streams import open_source
+
+    metrics = Metrics()
+    analyzer = FrameAnalyzer(FaceDetector(), load_engine("onnxruntime", "v0"))
+    escalator = open_escalator("inproc", keys_dir=None, insecure=False, labels=analyzer.labels)
+    records: list[dict] = []
+    hook = EscalationHook(escalator, records.append, metrics=metrics)
+    try:
+        run_streams(analyzer, [open_source(str(data_file("video/single_face.mp4")), stream="cam")],
+                    records.append, metrics=metrics, on_step=hook)
+        hook.close()
+    finally:
+        analyzer.close()
+    answered = sum(r["type"] == "reasoning" for r in records)
+    text = metrics.render().decode()
+    assert answered >= 1
+    assert _value(text, 'emostream_escalations_sent_total{stream="cam"}') >= answered
+    assert _value(text, 'emostream_escalations_answered_total{stream="cam"}') == answered
+    assert _value(text, 'emostream_queue_depth{queue="escalation"}') == 0
