@@ -45,7 +45,8 @@ class Row:
     ece: float
     ms_b1: float
     ms_b32: float
-    macs_note: str = ""
+    ms_b1_median: float = 0.0
+    ms_b32_median: float = 0.0
 
 
 def resize_all(images: np.ndarray, size: int) -> np.ndarray:
@@ -54,8 +55,12 @@ def resize_all(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(im, (size, size)) for im in images])
 
 
-def time_engine(engine, crops: np.ndarray, batch: int, repeats: int) -> float:
-    """Median milliseconds per face over ``repeats`` calls at ``batch`` faces per call (after warm-up)."""
+def time_engine(engine, crops: np.ndarray, batch: int, repeats: int) -> tuple[float, float]:
+    """(10th percentile, median) milliseconds per face over ``repeats`` calls of ``batch`` faces.
+
+    The 10th percentile is the headline: on a shared machine other processes steal whole time slices
+    from some calls, which inflates the median but rarely the fast tail; both are reported.
+    """
     x = np.ascontiguousarray(crops[:batch])
     for _ in range(max(5, repeats // 10)):
         engine.run(x)
@@ -64,7 +69,8 @@ def time_engine(engine, crops: np.ndarray, batch: int, repeats: int) -> float:
         t0 = time.perf_counter()
         engine.run(x)
         times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1000.0 / batch
+    t = np.asarray(times) * 1000.0 / batch
+    return float(np.percentile(t, 10)), float(np.median(t))
 
 
 def evaluate(info: EmotionModelInfo, precision: str, images: np.ndarray, labels: np.ndarray,
@@ -75,13 +81,14 @@ def evaluate(info: EmotionModelInfo, precision: str, images: np.ndarray, labels:
     # Map the model's label order onto the dataset's names: the system speaks names, never indices.
     probs = probs[:, [engine.labels.index(n) for n in names]]
     pred = probs.argmax(1)
+    b1 = time_engine(engine, crops, 1, repeats)
+    b32 = time_engine(engine, crops, 32, max(30, repeats // 5))
     row = Row(
         model=info.name, precision=precision,
         accuracy=float(np.mean(pred == labels)),
         macro_f1=macro_f1(pred, labels, len(names)),
         ece=expected_calibration_error(probs, labels),
-        ms_b1=time_engine(engine, crops, 1, repeats),
-        ms_b32=time_engine(engine, crops, 32, max(20, repeats // 10)),
+        ms_b1=b1[0], ms_b32=b32[0], ms_b1_median=b1[1], ms_b32_median=b32[1],
     )
     engine.close()
     return row
@@ -105,11 +112,13 @@ def int8_info(info: EmotionModelInfo, train_images: np.ndarray, train_labels: np
 
 
 def markdown(rows: list[Row], threads: int) -> str:
-    head = ("| model | precision | val accuracy | macro-F1 | ECE | ms/face b1 | ms/face b32 |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = ("| model | precision | val accuracy | macro-F1 | ECE | ms/face b1 (p10 / median) "
+            "| ms/face b32 (p10 / median) |\n|---|---|---|---|---|---|---|\n")
     body = "".join(f"| {r.model} | {r.precision} | {r.accuracy:.4f} | {r.macro_f1:.4f} | {r.ece:.4f} | "
-                   f"{r.ms_b1:.3f} | {r.ms_b32:.3f} |\n" for r in rows)
-    return head + body + f"\nFER2013 val (PublicTest, 3,589 faces); ONNX Runtime CPU, {threads} threads.\n"
+                   f"{r.ms_b1:.3f} / {r.ms_b1_median:.3f} | {r.ms_b32:.3f} / {r.ms_b32_median:.3f} |\n"
+                   for r in rows)
+    return head + body + (f"\nFER2013 val (PublicTest, 3,589 faces); ONNX Runtime CPU, {threads} intra-op threads, "
+                          "time per face through the engine (pre/post-processing included).\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fer2013")
     ap.add_argument("--cache", type=Path, default=REPO / ".cache")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=300, help="timed calls at batch 1 (batch 32: a tenth)")
+    ap.add_argument("--repeats", type=int, default=500, help="timed calls at batch 1 (batch 32: a fifth)")
     ap.add_argument("--calib-images", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the rows here")
