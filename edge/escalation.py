@@ -376,6 +376,12 @@ class RemoteEscalator(Escalator):
             sock.close(linger=0)
             ctx.term()
 
+    def close(self, drain_s: float = 0.5) -> None:
+        super().close(drain_s)
+        with self._lock:
+            if not self._counts["connects"] and not self.last_error:
+                self.last_error = f"never connected to the reasoner at {self.endpoint}"
+
     def _on_monitor(self, event: int, zmq: Any) -> None:
         with self._lock:
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
@@ -389,6 +395,11 @@ class RemoteEscalator(Escalator):
                 self.last_error = f"reasoner at {self.endpoint} refused the CURVE handshake (key not allow-listed?)"
 
     def _send_queued(self, sock: Any, zmq: Any) -> None:
+        if not self._counts["connects"]:
+            # Still starting up: the first handshake takes a few ms to a few s. Keep keyframes queued
+            # (bounded, drop-oldest, each with its deadline) instead of counting them unreachable before
+            # the reasoner ever had a chance to answer.
+            return
         while len(self._in_flight) < self._max_in_flight:
             item = self._take()
             if item is None:

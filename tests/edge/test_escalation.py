@@ -260,3 +260,37 @@ def test_emostream_run_merges_reasoning_records(tmp_path, data_file):
     assert r.returncode == 0 and "reasoning" not in out.read_text()
     r = run_cli(video, "--reasoner", "udp://x", "-q")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("emostream: error: --reasoner must be")
+
+
+def test_reasoner_killed_mid_video_the_edge_finishes_every_frame(tmp_path, data_file):
+    """A whole real video through `emostream run --reasoner tcp://…`, the reasoner killed -9 a few
+    seconds in: every frame is still analysed and written, the run exits 0, and the keyframes that
+    could no longer be answered are counted, not lost silently."""
+    import re
+
+    video = str(data_file("video/WolfgangLanger_Pexels.mp4"))
+    out = tmp_path / "killed.jsonl"
+    with reasoner_process(tmp_path) as (reasoner, endpoint, _log):
+        edge = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", video, "-o", str(out), "--reasoner", endpoint],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and edge.poll() is None:
+            if out.exists() and out.read_text().count('"type":"frame"') >= 80:
+                break
+            time.sleep(0.02)
+        reasoner.send_signal(signal.SIGKILL)
+        reasoner.wait(timeout=10)
+        _, stderr = edge.communicate(timeout=120)
+    assert edge.returncode == 0, stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    frames = [r for r in recs if r["type"] == "frame"]
+    assert [r["frame"] for r in frames] == list(range(472))
+    summary = next((line for line in stderr.splitlines() if "keyframes" in line), stderr)
+    numbers = dict((k, int(v)) for v, k in re.findall(r"(\d+) (keyframes|answered|late|expired|errors|dropped)",
+                                                          summary))
+    answered = sum(r["type"] == "reasoning" for r in recs)
+    assert numbers["answered"] == answered >= 1, summary
+    # Keyframes after the kill were not answered, and each one is accounted for in the summary.
+    assert numbers["keyframes"] > numbers["answered"], summary
