@@ -50,6 +50,10 @@ process-wide side effects from a library module).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +187,12 @@ class FaceDetector:
         self.max_faces = max_faces
         self.tiles = tiles
         self._impl: Any = None
-        self._impl = _TasksShortRange(min_score) if model == "short" else _LegacyFullRange(min_score)
+        with _native_stderr_silenced():
+            self._impl = _TasksShortRange(min_score) if model == "short" else _LegacyFullRange(min_score)
+            # MediaPipe/TFLite print their start-up chatter (EGL, XNNPACK, feedback tensors) from C++
+            # straight to fd 2, on the first inference; one warm-up call keeps it out of the user's
+            # terminal and logs. Failures still surface as Python exceptions.
+            self._impl.detect(np.zeros((128, 128, 3), np.uint8))
 
     def detect(self, rgb: np.ndarray) -> Faces:
         """Faces in one HxWx3 uint8 RGB frame (boxes clipped to it, pixels of this frame)."""
@@ -266,6 +275,24 @@ class _TasksShortRange:
 
     def close(self) -> None:
         self._det.close()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration (C++ logging bypasses sys.stderr)."""
+    if os.environ.get("EMOSTREAM_NATIVE_LOGS"):  # debugging MediaPipe itself: keep its messages
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _LegacyFullRange:
