@@ -65,13 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:  # noqa: BLE001 - the boundary where errors become one clear line
-        if _is_user_error(exc):
+        if is_user_error(exc):
             print(f"emostream: error: {exc}", file=sys.stderr)
             return 2
         raise
 
 
-def _is_user_error(exc: BaseException) -> bool:
+def is_user_error(exc: BaseException) -> bool:
     """Our own error classes (SourceError, EngineError, …) all mean bad input, not a bug."""
     if isinstance(exc, (UserError, FileNotFoundError)):
         return True

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from edge.cli import _is_user_error
+from edge.cli import is_user_error
 
 from .commands import register
 
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - bad input becomes one line, bugs still raise
-        if _is_user_error(exc):
+        if is_user_error(exc):
             print(f"emostream: error: {exc}", file=sys.stderr)
             return 2
         raise
