@@ -62,6 +62,8 @@ def _common(p: argparse.ArgumentParser, arch: str, epochs: int, out: str) -> Non
     p.add_argument("--limit", type=int, default=0, help="train on a seeded sample of N images (smoke runs)")
     p.add_argument("--cache", type=Path, default=REPO / ".cache", help="where the decoded .npz arrays go")
     p.add_argument("--out", type=Path, default=Path(out), help="run folder (checkpoints, log.jsonl); resumes")
+    p.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
+                   help="finish (LR annealed) within this wall-clock time even if --epochs are not all done")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars (background runs)")
 
 
@@ -91,7 +93,8 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
         model.load_state_dict(ckpt["model"])
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, alpha=alpha,
-                      temperature=temperature, seed=args.seed, threads=args.threads)
+                      temperature=temperature, seed=args.seed, threads=args.threads,
+                      time_budget_s=args.time_budget)
     meta = {"arch": args.arch, "labels": list(train_ds.names), "input_size": 48,
             "teachers": [str(p) for p in teachers_ckpts], "init": str(init) if init else None}
     best = train(model, train_ds, val_ds, cfg, args.out, teachers=teachers, extra_meta=meta,

@@ -42,6 +42,10 @@ class TrainConfig:
     mean: float = 0.5
     scale: float = 4.0
     threads: int = 2
+    #: > 0: a wall-clock budget (seconds). The LR follows the same one-cycle shape but over
+    #: max(step / total steps, elapsed / budget), and training stops when that reaches 1, so a run on a
+    #: shared CPU always finishes its annealing on time instead of being cut off at a high LR.
+    time_budget_s: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -119,7 +123,8 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
                                                 steps_per_epoch=steps_per_epoch, pct_start=0.15)
-    start_epoch, best = 0, {"accuracy": -1.0}
+    start_epoch, best, elapsed0 = 0, {"accuracy": -1.0}, 0.0
+    total_steps = cfg.epochs * steps_per_epoch
     last = out / "last.pt"
     if last.is_file():
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
@@ -129,11 +134,15 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        start_epoch, best = ckpt["epoch"], ckpt["best"]
+        start_epoch, best, elapsed0 = ckpt["epoch"], ckpt["best"], float(ckpt.get("elapsed_s", 0.0))
         log(f"resumed from {last} at epoch {start_epoch}")
     images = torch.from_numpy(train_ds.images)
     labels = torch.from_numpy(train_ds.labels)
+    run_start = time.time() - elapsed0
+    done = False
     for epoch in range(start_epoch, cfg.epochs):
+        if done:
+            break
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # per-epoch seed: resume is exact
         order = torch.randperm(len(train_ds), generator=gen)
         model.train()
@@ -151,15 +160,24 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((z.argmax(1) == y).sum())
             seen += len(idx)
+            if cfg.time_budget_s > 0:
+                progress = max((epoch * steps_per_epoch + step + 1) / total_steps,
+                               (time.time() - run_start) / cfg.time_budget_s)
+                for group in opt.param_groups:
+                    group["lr"] = one_cycle_lr(min(progress, 1.0), cfg.lr)
+                if progress >= 1.0:
+                    done = True
+                    break
+            else:
+                sched.step()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
         ev = evaluate(model, val_ds, cfg.mean, cfg.scale)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_acc": ev.accuracy, "val_macro_f1": ev.macro_f1, "val_nll": ev.nll,
-               "lr": sched.get_last_lr()[0], "seconds": time.time() - t0}
+               "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
         if ev.accuracy > best["accuracy"]:
             best = {"epoch": epoch + 1, "accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "nll": ev.nll,
                     "per_class_recall": ev.per_class_recall}
@@ -167,6 +185,7 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
                         **(extra_meta or {})}, out / "best.pt")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best,
+                    "elapsed_s": time.time() - run_start,
                     "config": _cfg_dict(cfg), **(extra_meta or {})},
                    out / "last.tmp")
         (out / "last.tmp").replace(last)
@@ -175,6 +194,16 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
             f"val_acc {ev.accuracy:.4f} val_f1 {ev.macro_f1:.4f} ({row['seconds']:.0f}s)")
     return best
+
+
+def one_cycle_lr(progress: float, max_lr: float, pct_start: float = 0.15, div: float = 25.0,
+                 final_div: float = 1e4) -> float:
+    """OneCycleLR's cosine shape as a function of progress in [0, 1] (for the time-budgeted mode)."""
+    lo, end = max_lr / div, max_lr / div / final_div
+    if progress < pct_start:
+        return lo + (max_lr - lo) * (1 - math.cos(math.pi * progress / pct_start)) / 2
+    q = (progress - pct_start) / (1 - pct_start)
+    return end + (max_lr - end) * (1 + math.cos(math.pi * q)) / 2
 
 
 def _cfg_dict(cfg: TrainConfig) -> dict:

@@ -61,3 +61,18 @@ def test_resume_continues_and_refuses_other_schedule(easy_data, tmp_path):
     assert messages and messages[0].startswith("resumed") and len(messages) == 1  # nothing left to do
     with pytest.raises(TrainingError, match="epochs=2"):
         train(build_model("student"), small_tr, va, _cfg(3), tmp_path, progress=False, log=lambda _: None)
+
+
+def test_time_budget_stops_with_the_lr_annealed(easy_data, tmp_path):
+    from dataclasses import replace
+
+    from training.loop import one_cycle_lr
+
+    assert one_cycle_lr(0.0, 0.1) == pytest.approx(0.1 / 25)
+    assert one_cycle_lr(0.15, 0.1) == pytest.approx(0.1)
+    assert one_cycle_lr(1.0, 0.1) < 1e-6
+    tr, va = easy_data
+    cfg = replace(_cfg(50), time_budget_s=1e-3)  # spent after the first step
+    train(build_model("student"), tr, va, cfg, tmp_path, progress=False, log=lambda _: None)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["lr"] < 1e-6
