@@ -164,11 +164,11 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
             correct += int((z.argmax(1) == y).sum())
             seen += len(idx)
             if cfg.time_budget_s > 0:
-                progress = max((epoch * steps_per_epoch + step + 1) / total_steps,
-                               (time.time() - run_start) / cfg.time_budget_s)
+                frac = max((epoch * steps_per_epoch + step + 1) / total_steps,
+                           (time.time() - run_start) / cfg.time_budget_s)
                 for group in opt.param_groups:
-                    group["lr"] = one_cycle_lr(min(progress, 1.0), cfg.lr)
-                if progress >= 1.0:
+                    group["lr"] = one_cycle_lr(min(frac, 1.0), cfg.lr)
+                if frac >= 1.0:
                     done = True
                     break
             else:
