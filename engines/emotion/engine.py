@@ -30,7 +30,7 @@ MODEL_REGISTRY: dict[str, str] = {
     "student": "student.json",
     "student-int8": "student_int8.json",
 }
-DEFAULT_MODEL: str = "v0"
+DEFAULT_MODEL: str = "student"
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
 

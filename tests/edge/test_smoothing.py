@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -45,11 +47,12 @@ def test_pexels_smoothed_label_changes_far_less_often_than_raw(pexels):
         raw.append(labels[int(np.argmax(p))])
         smooth.append(smoother.update(p, t).label)
     raw_changes, smooth_changes = count_changes(raw), count_changes(smooth)
-    # Measured with the v0 model: 31 raw changes vs 3 smoothed (sad -> fear -> sad -> happy), ~10x.
+    # Measured: v0 31 raw changes vs 3 smoothed (sad -> fear -> sad -> happy); the student 33 vs 3 (~10x).
     assert raw_changes >= 15
     assert smooth_changes >= 1, "the woman goes from crying to laughing: the label must change"
     assert raw_changes >= 5 * smooth_changes, (raw_changes, smooth_changes)
-    assert smooth[0] == "sad" and smooth[-1] == "happy"
+    # Crying for the first seconds, laughing at the end (the very first frame may read neutral).
+    assert Counter(smooth[:72]).most_common(1)[0][0] == "sad" and smooth[-1] == "happy"
 
 
 def test_isolated_outlier_frames_do_not_flip_the_label():

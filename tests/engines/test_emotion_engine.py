@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def ort_engine():
-    engine = load_engine("onnxruntime", threads=1)
+    engine = load_engine("onnxruntime", "v0", threads=1)
     yield engine
     engine.close()
 
@@ -76,7 +76,7 @@ def test_model_info_from_onnx_or_card_path_matches_registered_name():
 def test_shipped_onnx_has_named_dynamic_batch_input():
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(load_model_info().onnx_path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(load_model_info("v0").onnx_path), providers=["CPUExecutionProvider"])
     (inp,) = sess.get_inputs()
     assert inp.name == "input" and inp.type == "tensor(float)"
     assert not isinstance(inp.shape[0], int) and inp.shape[1:] == [1, 64, 64]
@@ -117,7 +117,7 @@ def test_non_contiguous_crops_are_accepted(ort_engine):
 
 
 def test_preprocess_is_fers_formula():
-    info = load_model_info()
+    info = load_model_info("v0")
     crops = _crops(2, seed=11)
     x = preprocess(crops, info)
     assert x.shape == (2, 1, 64, 64) and x.dtype == np.float32
@@ -161,7 +161,7 @@ def test_missing_and_cardless_model_paths_are_clear_errors(tmp_path):
     with pytest.raises(EngineError, match="not found"):
         load_model_info(tmp_path / "nope.onnx")
     lone = tmp_path / "lone.onnx"
-    shutil.copy(load_model_info().onnx_path, lone)
+    shutil.copy(load_model_info("v0").onnx_path, lone)
     with pytest.raises(EngineError, match="no model card lone.json"):
         load_model_info(lone)
     with pytest.raises(EngineError, match="neither"):
@@ -169,7 +169,7 @@ def test_missing_and_cardless_model_paths_are_clear_errors(tmp_path):
 
 
 def _copy_model(tmp_path: Path, **card_changes) -> Path:
-    info = load_model_info()
+    info = load_model_info("v0")
     shutil.copy(info.onnx_path, tmp_path / info.onnx_path.name)
     card = json.loads(info.card_path.read_text())
     card.update(card_changes)
@@ -208,21 +208,21 @@ def test_card_input_size_disagreeing_with_onnx_is_caught(tmp_path):
 
 def test_corrupt_onnx_is_a_clear_error(tmp_path):
     card = _copy_model(tmp_path)
-    (tmp_path / load_model_info().onnx_path.name).write_bytes(b"\x08\x07this is not a protobuf" * 10)
+    (tmp_path / load_model_info("v0").onnx_path.name).write_bytes(b"\x08\x07this is not a protobuf" * 10)
     with pytest.raises(EngineError, match="ONNX Runtime cannot load"):
         load_engine("onnxruntime", card)
 
 
 def test_temperature_from_card_softens_probabilities(tmp_path, reference):
     inputs, _ = reference
-    base = load_engine("onnxruntime", threads=1).run(inputs)
+    base = load_engine("onnxruntime", "v0", threads=1).run(inputs)
     warm = load_engine("onnxruntime", _copy_model(tmp_path, temperature=3.0), threads=1).run(inputs)
     np.testing.assert_array_equal(base.argmax(1), warm.argmax(1))
     assert np.all(warm.max(1) < base.max(1))
 
 
 def test_closed_engine_refuses_work():
-    engine = load_engine("onnxruntime")
+    engine = load_engine("onnxruntime", "v0")
     engine.close()
     with pytest.raises(EngineError, match="closed"):
         engine.run(_crops(1))
@@ -242,7 +242,7 @@ def test_onnxruntime_path_imports_no_torch():
     code = (
         "import sys, numpy as np\n"
         "from engines.emotion import load_engine\n"
-        "e = load_engine('onnxruntime', threads=1)\n"
+        "e = load_engine('onnxruntime', 'v0', threads=1)\n"
         "e.run(np.zeros((2, 64, 64), np.uint8))\n"
         "bad = [m for m in ('torch', 'transformers', 'tensorrt') if m in sys.modules]\n"
         "print(','.join(bad))\n"

@@ -37,7 +37,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def torch_engine():
-    engine = load_engine("torch", threads=1)
+    engine = load_engine("torch", "v0", threads=1)
     yield engine
     engine.close()
 
@@ -85,7 +85,7 @@ def test_maxpool_matches_explicit_minus_inf_padding(size):
 
 def test_torch_module_from_shipped_weights_matches_keras(reference):
     inputs, keras_probs = reference
-    info = load_model_info()
+    info = load_model_info("v0")
     net = build_arch(info.arch, {**info.arch_kwargs, "softmax": True}).eval()
     net.load_state_dict(torch.load(info.torch_state, weights_only=True))
     with torch.inference_mode():
@@ -98,7 +98,7 @@ def test_torch_backend_matches_keras_and_onnxruntime(torch_engine, reference):
     probs = torch_engine.run(inputs)
     assert np.abs(probs - keras_probs).max() < 1e-4
     crops = np.random.default_rng(5).integers(0, 256, (33, 64, 64), dtype=np.uint8)
-    ort_probs = load_engine("onnxruntime", threads=1).run(crops)
+    ort_probs = load_engine("onnxruntime", "v0", threads=1).run(crops)
     np.testing.assert_allclose(torch_engine.run(crops), ort_probs, atol=1e-5)
 
 
@@ -117,7 +117,7 @@ def test_torch_backend_rejects_bad_crops(torch_engine):
 
 
 def test_torch_backend_without_weights_or_with_corrupt_weights(tmp_path):
-    info = load_model_info()
+    info = load_model_info("v0")
     for name in (info.onnx_path.name, info.card_path.name):
         shutil.copy(info.onnx_path.parent / name, tmp_path / name)
     card = tmp_path / info.card_path.name
@@ -139,7 +139,7 @@ def test_torch_backend_without_weights_or_with_corrupt_weights(tmp_path):
 @needs_hdf5
 def test_port_from_hdf5_reproduces_shipped_onnx(ported, reference):
     net, kwargs, km = ported
-    info = load_model_info()
+    info = load_model_info("v0")
     assert kwargs == dict(info.arch_kwargs)
     card = json.loads(info.card_path.read_text())
     assert card["source"]["hdf5_sha256"] == km.sha256
@@ -147,7 +147,7 @@ def test_port_from_hdf5_reproduces_shipped_onnx(ported, reference):
     crops = np.concatenate([inputs, np.random.default_rng(1).integers(0, 256, (16, 64, 64), dtype=np.uint8)])
     with torch.inference_mode():
         ported_probs = torch.softmax(net(_normalise(crops)), dim=1).numpy()
-    shipped = load_engine("onnxruntime", threads=1).run(crops)
+    shipped = load_engine("onnxruntime", "v0", threads=1).run(crops)
     np.testing.assert_allclose(ported_probs, shipped, atol=1e-5)
     assert np.abs(ported_probs[: len(inputs)] - keras_probs).max() < 1e-4
 

@@ -178,7 +178,8 @@ def test_curve_allow_list_admits_known_and_refuses_unknown_keys(tmp_path, data_f
     records, counts, error = results["stranger"]
     assert records == [] and counts["answered"] == 0
     assert counts["auth_failures"] >= 1 and "CURVE" in error
-    assert counts["sent"] == 0 and counts["dropped_unreachable"] >= 1
+    # Never admitted: its keyframes waited for a handshake that never came, and are counted as dropped.
+    assert counts["sent"] == 0 and counts["dropped_unreachable"] + counts["dropped_stale"] >= 1
 
 
 def test_cli_refusals_are_one_line(tmp_path):
