@@ -45,29 +45,39 @@ def load_labelled_images(folder: str | Path) -> LabelledImages:
     return _from_subfolders(root)
 
 
-def _from_csv(csv_path: Path, base: Path) -> LabelledImages:
-    files: list[Path] = []
-    labels: list[str] = []
+def read_labels_csv(csv_path: Path, base: Path) -> list[tuple[int, Path, str]]:
+    """Rows of a ``file,label`` table as ``(line, image path, canonical label)``.
+
+    Every bad row is an error naming its line: a silently skipped row would change the class balance
+    of an evaluation or a training set. Shared by ``emostream eval`` and ``training.data``.
+    """
+    rows: list[tuple[int, Path, str]] = []
     with open(csv_path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-            raise DatasetError(f"{csv_path} needs a header with columns 'file' and 'label' "
+        fields = {f.strip() for f in reader.fieldnames or []}
+        if not {"file", "label"} <= fields:
+            raise DatasetError(f"{csv_path} needs a header with columns file,label "
                                f"(found: {', '.join(reader.fieldnames or []) or 'nothing'})")
         for line, row in enumerate(reader, start=2):
             name, label = (row.get("file") or "").strip(), (row.get("label") or "").strip()
             if not name or not label:
                 raise DatasetError(f"{csv_path}:{line}: empty file or label")
             try:
-                labels.append(canonical_label(label))
+                label = canonical_label(label)
             except ValueError as exc:
                 raise DatasetError(f"{csv_path}:{line}: {exc}") from None
-            files.append(base / name)
-    if not files:
+            path = base / name
+            if not path.is_file():
+                raise DatasetError(f"{csv_path}:{line}: image {name!r} not found under {base}")
+            rows.append((line, path, label))
+    if not rows:
         raise DatasetError(f"{csv_path} lists no images")
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise DatasetError(f"{len(missing)} image(s) listed in {csv_path} do not exist, e.g. {missing[0]}")
-    return LabelledImages(base, tuple(files), tuple(labels), f"{csv_path.name}")
+    return rows
+
+
+def _from_csv(csv_path: Path, base: Path) -> LabelledImages:
+    rows = read_labels_csv(csv_path, base)
+    return LabelledImages(base, tuple(p for _, p, _ in rows), tuple(lab for _, _, lab in rows), csv_path.name)
 
 
 def _from_subfolders(root: Path) -> LabelledImages:

@@ -7,7 +7,6 @@ project's canonical names here (``angry`` -> ``anger``) so nothing downstream ev
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.labelled import IMAGE_SUFFIXES, DatasetError, read_labels_csv
 from engines.labels import canonical_label
 
 #: The 7 FER2013 classes in canonical (AffectNet-8) order, contempt omitted. Models trained here
 #: declare this order in their card; indices never leave the model without their names.
 FER_LABELS: tuple[str, ...] = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-class DatasetError(Exception):
-    """The data on disk is missing or malformed (reported as one line by the CLI)."""
-
 
 @dataclass
 class FaceDataset:
@@ -90,25 +83,9 @@ def load_labels_csv(folder: str | Path, size: int = 48, names: tuple[str, ...] =
     table = root / csv_name
     if not table.is_file():
         raise DatasetError(f"{table} not found (expected columns file,label)")
-    paths: list[Path] = []
-    labels: list[int] = []
-    with table.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"file", "label"} <= {f.strip() for f in reader.fieldnames}:
-            raise DatasetError(f"{table}: header must have columns file,label (got {reader.fieldnames})")
-        for lineno, row in enumerate(reader, start=2):
-            where = f"{table}:{lineno}"
-            file = (row.get("file") or "").strip()
-            raw = (row.get("label") or "").strip()
-            if not file or not raw:
-                raise DatasetError(f"{where}: empty file or label")
-            path = root / file
-            if not path.is_file():
-                raise DatasetError(f"{where}: image {file!r} not found under {root}")
-            labels.append(_label_index(raw, names, where))
-            paths.append(path)
-    if not paths:
-        raise DatasetError(f"{table} lists no images")
+    rows = read_labels_csv(table, root)
+    paths = [path for _, path, _ in rows]
+    labels = [_label_index(label, names, f"{table}:{line}") for line, _, label in rows]
     return _stack(paths, labels, names, size, root)
 
 

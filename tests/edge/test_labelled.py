@@ -37,9 +37,9 @@ def test_subfolder_layout(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("file,emotion\na.jpg,happy\n", "columns 'file' and 'label'"),
+        ("file,emotion\na.jpg,happy\n", "columns file,label"),
         ("file,label\na.jpg,bored\n", "unknown emotion label 'bored'"),
-        ("file,label\nmissing.jpg,happy\n", "do not exist"),
+        ("file,label\nmissing.jpg,happy\n", "labels.csv:2: image 'missing.jpg' not found"),
         ("file,label\n", "lists no images"),
     ],
 )
