@@ -61,9 +61,9 @@ def evaluate(args: argparse.Namespace) -> int:
             for path in files[lo : lo + BATCH]:
                 with timer.stage("load"):
                     crop = _crop(path, engine.input_size, detector, timer)
-                if crop is None:
+                if crop is None or crop is NO_FACE:
                     slots.append(None)
-                    if path.is_file() and cv2.imread(str(path)) is not None:
+                    if crop is NO_FACE:
                         no_face += 1
                     else:
                         unreadable.append(str(path))
@@ -109,8 +109,11 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _crop(path, size: int, detector, timer: StageTimer) -> np.ndarray | None:
-    """The network's input for one image: largest detected face, or the whole image as a crop."""
+def _crop(path, size: int, detector, timer: StageTimer) -> np.ndarray | str | None:
+    """The network's input for one image: largest detected face, or the whole image as a crop.
+
+    None means the image could not be decoded; ``NO_FACE`` that it decoded but holds no face.
+    """
     if detector is None:
         gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if gray is None:
@@ -123,7 +126,7 @@ def _crop(path, size: int, detector, timer: StageTimer) -> np.ndarray | None:
     with timer.stage("detect"):
         faces = detector.detect(rgb)
     if not len(faces):
-        return None
+        return NO_FACE
     from edge.faces import align_faces
 
     largest = int(np.argmax(faces.boxes[:, 2] * faces.boxes[:, 3]))
