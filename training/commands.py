@@ -28,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--teacher", action="append", default=[], metavar="CKPT",
                          help="teacher: a checkpoint (best.pt from `train teacher`) or a registered model "
                               "name such as v0; repeat to ensemble (logits averaged); none = plain cross-entropy")
-    distill.add_argument("--init", type=Path, metavar="CKPT",
-                         help="start from this checkpoint's weights (same arch), e.g. to continue a student "
-                              "with self-distillation")
+    distill.add_argument("--init", metavar="CKPT|NAME",
+                         help="start from these weights (same arch): a checkpoint, or a registered model such "
+                              "as the shipped `student`, e.g. to continue it with self-distillation")
     distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
     distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
     distill.set_defaults(handler=_cmd_distill)
@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
 
     from training.data import load_fer_cached
     from training.loop import TrainConfig, train
-    from training.models import CheckpointError, build_model, load_checkpoint
+    from training.models import build_model
     from training.teachers import load_teacher
 
     try:
@@ -87,10 +87,7 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
     teachers = [load_teacher(p, train_ds.names) for p in teachers_ckpts]
     init = getattr(args, "init", None)
     if init is not None and not (args.out / "last.pt").is_file():  # on resume, last.pt wins
-        ckpt = load_checkpoint(init)
-        if ckpt["arch"] != args.arch:
-            raise CheckpointError(f"--init {init} is a {ckpt['arch']!r} network, not {args.arch!r}")
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(_init_state(init, args.arch, train_ds.names))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, alpha=alpha,
                       temperature=temperature, seed=args.seed, threads=args.threads,
@@ -102,6 +99,29 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
     print(f"done: {args.arch} best epoch {best['epoch']} val_acc {best['accuracy']:.4f} "
           f"val_macro_f1 {best['macro_f1']:.4f} val_nll {best['nll']:.4f} -> {args.out / 'best.pt'}")
     return 0
+
+
+def _init_state(spec: str, arch: str, labels) -> dict:
+    """Weights to start from: a training checkpoint, or a registered model whose card has torch weights."""
+    import torch
+
+    from training.models import ARCHS, CheckpointError, arch_kwargs, load_checkpoint
+
+    path = Path(spec)
+    if path.suffix == ".pt" or path.is_file():
+        ckpt = load_checkpoint(path)
+        if ckpt["arch"] != arch:
+            raise CheckpointError(f"--init {spec} is a {ckpt['arch']!r} network, not {arch!r}")
+        return ckpt["model"]
+    from engines.emotion import load_model_info
+
+    info = load_model_info(spec)
+    kwargs = arch_kwargs(arch, len(labels)) if arch in ARCHS else None
+    if info.torch_state is None or not info.torch_state.is_file() or dict(info.arch_kwargs) != kwargs:
+        raise CheckpointError(f"--init {spec}: its card has no torch weights of a {arch!r} network")
+    if tuple(info.labels) != tuple(labels):
+        raise CheckpointError(f"--init {spec}: its labels {info.labels} are not the training labels {labels}")
+    return torch.load(info.torch_state, map_location="cpu", weights_only=True)
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:

@@ -124,4 +124,8 @@ def test_test_source_with_max_frames(tmp_path):
     out = tmp_path / "t.jsonl"
     proc = emostream("run", "test://", "--max-frames", "5", "-o", str(out), "-q")
     assert proc.returncode == 0, proc.stderr
-    assert [r["frame"] for r in records(out)] == [0, 1, 2, 3, 4]
+    # A live source keeps only its newest frame: on a slow or loaded machine frame 0 may already be
+    # replaced when the analyser first reads. What must hold: 5 records, in order, none twice.
+    frames = [r["frame"] for r in records(out)]
+    assert len(frames) == 5, frames
+    assert all(b > a for a, b in zip(frames, frames[1:])), frames
