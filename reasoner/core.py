@@ -20,7 +20,7 @@ from engines.vlm import VLMError, VLMPrompt
 
 from .knowledge import KnowledgeEngine
 from .prompts import SYSTEM_PROMPT, emotion_instruction
-from .schema import SCHEMA_VERSION, Answer, AnswerError, error_reply, parse_answer
+from .schema import MAX_RATIONALE, SCHEMA_VERSION, Answer, AnswerError, error_reply, parse_answer
 from .verify import Verdict, choose
 
 #: Default SEKE resampling budget: K answers at most per keyframe (1 greedy + K-1 sampled).
@@ -105,7 +105,7 @@ class Reasoner:
             "valence": a.valence,
             "arousal": a.arousal,
             "aus": a.aus_list(),
-            "rationale": a.rationale,
+            "rationale": a.rationale[:MAX_RATIONALE],  # the contract's bound, whichever engine wrote it
             "verified": verdict.verified,
             "agreement": round(verdict.agreement, 3),
             "samples": verdict.samples,
