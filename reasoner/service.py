@@ -56,8 +56,22 @@ class ServiceConfig:
 
 @dataclass
 class ServiceStats:
+    """What the service did with every message, so that at stop
+
+        received = replied + dropped_unroutable + dropped_full + pending
+
+    ``replied`` counts only replies zmq accepted for a connected peer. A reply for a peer that
+    has gone (``dropped_unroutable``) or that does not read and whose queue is at the high-water
+    mark (``dropped_full``) is not a reply anyone got: the ROUTER socket would drop both silently,
+    so it runs with ``ROUTER_MANDATORY`` and these are counted here instead. ``errors`` counts the
+    error outcome of each request by code, whether or not its error reply could be delivered.
+    """
+
     received: int = 0
     replied: int = 0
+    dropped_unroutable: int = 0
+    dropped_full: int = 0
+    pending: int = 0  # accepted, still waiting for a batch when the service stopped
     batches: int = 0
     errors: Counter = field(default_factory=Counter)  # by error code (malformed, expired, …)
 
@@ -65,6 +79,9 @@ class ServiceStats:
         return {
             "received": self.received,
             "replied": self.replied,
+            "dropped_unroutable": self.dropped_unroutable,
+            "dropped_full": self.dropped_full,
+            "pending": self.pending,
             "batches": self.batches,
             "errors": dict(self.errors),
         }
@@ -78,6 +95,9 @@ def open_router(ctx: zmq.Context, config: ServiceConfig) -> tuple[zmq.Socket, An
         raise ReasonerError(str(exc)) from None
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    # Unroutable (peer gone) and full (peer not reading) replies raise instead of vanishing, so
+    # they are counted as such and not as replied; every send is NOBLOCK, so this never blocks.
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.setsockopt(zmq.MAXMSGSIZE, HARD_MESSAGE_BYTES)
     sock.setsockopt(zmq.RCVHWM, 1000)
     sock.setsockopt(zmq.SNDHWM, 1000)
@@ -131,13 +151,18 @@ def serve(
     )
 
     def send(ident: bytes, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "error":
+            stats.errors[msg["code"]] += 1
         try:
             sock.send_multipart([ident, pack(msg)], flags=zmq.NOBLOCK)
+        except zmq.Again:  # the peer's queue is at SNDHWM: it does not read; its deadline will expire it
+            stats.dropped_full += 1
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            stats.dropped_unroutable += 1  # the peer disconnected before its reply was ready
+        else:
             stats.replied += 1
-            if msg.get("type") == "error":
-                stats.errors[msg["code"]] += 1
-        except zmq.Again:  # the peer's queue is full or it is gone: its deadline will expire it
-            stats.errors["unsent"] += 1
 
     try:
         while not stop.is_set():
@@ -181,6 +206,7 @@ def serve(
                         reply["service_ms"] = round((done - t_recv) * 1000.0, 2)
                         send(ident, reply)
     finally:
+        stats.pending = len(pending)
         sock.close(linger=0)
         if auth is not None:
             auth.stop()
