@@ -11,16 +11,25 @@ Every request ends in exactly one counted state, so a run can prove nothing was 
     submitted = sent + dropped_queue + dropped_unreachable + dropped_stale + queued
     sent      = answered + errors + expired + abandoned + in_flight
 
-(``abandoned``: still in flight when ``close`` gave up waiting). ZeroMQ reconnects by itself; with
-``IMMEDIATE`` set, a send while no reasoner is connected fails at once and is counted
-``dropped_unreachable`` instead of piling up in a buffer.
+(``abandoned``: still in flight when ``close`` gave up waiting). ZeroMQ reconnects by itself. While
+no reasoner is connected (not yet, or no longer) keyframes wait in the bounded queue, each until its
+deadline; those that leave it unsent -- pushed out, past their deadline, or still queued at
+``close`` -- are counted ``dropped_unreachable``, so a reasoner that was never reached shows up as
+such and not as a slow one. ``IMMEDIATE`` keeps zmq from buffering behind our back.
+
+``close`` waits for answers only while they can come: with a connected reasoner up to ``drain_s``;
+with none, only until ``connect_grace_s`` (1 s) after the escalator started, for the first
+handshake of a very short run -- never the whole drain for a reasoner that is not there.
+
+Replies are untrusted input: each is decoded with limits and checked against the contract
+(``reasoner.schema.validate_reply``); a malformed one is dropped and counted
+(``malformed_replies``, and ``errors`` when it ended a request), never raised.
 
 Imports only numpy, msgpack and (for the remote variant) pyzmq: no torch, no transformers.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -28,7 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reasoner.schema import MAX_MESSAGE_BYTES, MAX_TEXT, SCHEMA_VERSION, ProtocolError, pack, unpack
+from reasoner.schema import (
+    MAX_MESSAGE_BYTES,
+    MAX_TEXT,
+    ProtocolError,
+    pack,
+    unpack,
+    validate_reply,
+)
 
 COUNTERS = (
     "submitted",
@@ -90,7 +106,7 @@ class Escalator:
             dropped = len(self._queue) >= self._queue_size
             if dropped:
                 self._queue.popleft()
-                self._counts["dropped_queue"] += 1
+                self._counts[self._unsent_reason() or "dropped_queue"] += 1
             self._queue.append(item)
         self._wake.set()
         return not dropped
@@ -110,22 +126,39 @@ class Escalator:
         return c
 
     def close(self, drain_s: float = 0.5) -> None:
-        """Wait up to ``drain_s`` for queued/in-flight answers, then stop; never hangs."""
+        """Wait up to ``drain_s`` for queued/in-flight answers, then stop; never hangs.
+
+        The wait ends early when nothing is outstanding or when no answer can come any more
+        (``_answers_possible``): a run against an unreachable reasoner ends without a needless pause.
+        """
         end = time.monotonic() + max(0.0, drain_s)
         while time.monotonic() < end and self._thread.is_alive():
             with self._lock:
                 busy = bool(self._queue or self._in_flight)
-            if not busy:
+            if not busy or not self._answers_possible():
                 break
             time.sleep(0.01)
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=2.0)
         with self._lock:
-            self._counts["dropped_stale"] += len(self._queue)
+            self._counts[self._unsent_reason() or "dropped_stale"] += len(self._queue)
             self._queue.clear()
             self._counts["abandoned"] += len(self._in_flight)
             self._in_flight.clear()
+
+    def _answers_possible(self) -> bool:
+        """Whether waiting can still bring answers (always, in process; see the remote variant)."""
+        return True
+
+    def _unsent_reason(self) -> str | None:
+        """The counter for a keyframe that leaves the queue unsent right now, if it is not the
+        queue's own fault (``dropped_queue``/``dropped_stale``); called with ``_lock`` held."""
+        return None
+
+    def unreachable(self) -> str | None:
+        """Why the reasoner could not be reached (for the run summary), or None when it could."""
+        return None
 
     def __enter__(self) -> Escalator:
         return self
@@ -162,29 +195,48 @@ class Escalator:
             ):
                 self._expired.popitem(last=False)
 
+    def _receive(self, data: bytes, now: float) -> None:
+        """One message off the wire: decode it with limits, then deliver it; never raises for bad bytes."""
+        try:
+            reply = unpack(data, MAX_MESSAGE_BYTES)
+        except ProtocolError as exc:
+            with self._lock:
+                self._counts["malformed_replies"] += 1
+                self.last_error = f"malformed reply ({exc.code}): {exc}"[:MAX_TEXT]
+            return
+        self._deliver(reply, now)
+
     def _deliver(self, reply: dict[str, Any], now: float) -> None:
-        """Match a reply to its request, check it and turn it into an output record."""
+        """Match a decoded reply to its request, check it against the contract, and turn it into
+        an output record. A reply that cannot be matched or breaks the contract is counted
+        ``malformed_replies``; one that ends a request also counts as that request's error."""
         rid = reply.get("id")
         with self._lock:
-            pending = self._in_flight.pop(rid, None) if isinstance(rid, str) else None
+            known = isinstance(rid, str)
+            pending = self._in_flight.pop(rid, None) if known else None
             late = False
-            if pending is None and isinstance(rid, str) and rid in self._expired:
+            if pending is None and known and rid in self._expired:
                 pending, late = self._expired.pop(rid), True
             if pending is None:
-                self._counts["malformed_replies"] += 1  # unknown id: not ours or long forgotten
+                self._counts["malformed_replies"] += 1  # no or unknown id: not ours or long forgotten
                 return
-            if reply.get("type") == "error":
+            labels = pending.msg.get("labels")
+            try:
+                reply = validate_reply(reply, labels if isinstance(labels, list) else None)
+                if reply["type"] == "pong":  # we never ping with a keyframe's id
+                    raise ProtocolError("malformed", "a pong answered a keyframe")
+            except ProtocolError as exc:
+                self._counts["malformed_replies"] += 1
                 if not late:
                     self._counts["errors"] += 1
-                code = str(reply.get("code"))[:32]
-                self.last_error = f"reasoner error {code}: {str(reply.get('message'))[:MAX_TEXT]}"
+                self.last_error = f"malformed reply ({exc.code}): {exc}"[:MAX_TEXT]
                 return
-            record = _record(reply, pending, now, self.labels)
-            if record is None:
+            if reply["type"] == "error":
                 if not late:
-                    self._counts["malformed_replies"] += 1
                     self._counts["errors"] += 1
+                self.last_error = f"reasoner error {reply['code']}: {reply['message']}"[:MAX_TEXT]
                 return
+            record = _record(reply, pending, now)
             if late:
                 record["late"] = True
                 self._counts["late"] += 1
@@ -193,55 +245,26 @@ class Escalator:
             self._records.append(record)
 
 
-def _finite(x: Any, lo: float, hi: float) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and lo <= x <= hi
-
-
-def _record(reply: dict[str, Any], pending: _Pending, now: float, labels: tuple[str, ...]) -> dict[str, Any] | None:
-    """The output record, or None if the reply breaks the contract (replies are untrusted input)."""
-    expr = reply.get("expression")
-    aus = reply.get("aus")
-    if (
-        reply.get("type") != "reply"
-        or not isinstance(expr, str)
-        or (labels and expr not in labels)
-        or not _finite(reply.get("valence"), -1, 1)
-        or not _finite(reply.get("arousal"), -1, 1)
-        or not isinstance(aus, list)
-        or len(aus) > 32
-        or not all(
-            isinstance(a, dict) and isinstance(a.get("au"), str) and _finite(a.get("intensity"), 0, 1) for a in aus
-        )
-        or not isinstance(reply.get("rationale"), str)
-        or not isinstance(reply.get("verified"), bool)
-    ):
-        return None
+def _record(reply: dict[str, Any], pending: _Pending, now: float) -> dict[str, Any]:
+    """The output record for a reply already checked by ``validate_reply``."""
     msg = pending.msg
-    record: dict[str, Any] = {
+    return {
         "type": "reasoning",
         "stream": msg.get("stream"),
         "frame": msg.get("frame"),
         "track": msg.get("track"),
         "reason": msg.get("reason"),
-        "expression": expr,
-        "valence": float(reply["valence"]),
-        "arousal": float(reply["arousal"]),
-        "aus": [{"au": a["au"][:8], "intensity": float(a["intensity"])} for a in aus],
-        "rationale": reply["rationale"][:MAX_TEXT],
+        "expression": reply["expression"],
+        "valence": reply["valence"],
+        "arousal": reply["arousal"],
+        "aus": reply["aus"],
+        "rationale": reply["rationale"],
         "verified": reply["verified"],
-        "engine": str(reply.get("engine", "?"))[:64],
+        "engine": reply["engine"],
         "latency_ms": round((now - pending.t_submit) * 1000.0, 1),
+        "agreement": reply["agreement"],
+        "fused": reply["fused"],
     }
-    if _finite(reply.get("agreement"), 0, 1):
-        record["agreement"] = float(reply["agreement"])
-    fused = reply.get("fused")
-    if (
-        isinstance(fused, dict)
-        and len(fused) <= 16
-        and all(isinstance(k, str) and _finite(v, 0, 1) for k, v in fused.items())
-    ):
-        record["fused"] = {k: float(v) for k, v in fused.items()}
-    return record
 
 
 class InprocEscalator(Escalator):
@@ -255,7 +278,7 @@ class InprocEscalator(Escalator):
         super().__init__(labels, queue_size=queue_size)
 
     def _run(self) -> None:
-        from reasoner.schema import validate_keyframe
+        from reasoner.schema import error_reply, validate_keyframe
 
         while not self._stop.is_set():
             item = self._take()
@@ -274,13 +297,7 @@ class InprocEscalator(Escalator):
             try:
                 reply = self.reasoner.process([validate_keyframe(item.msg)])[0]
             except ProtocolError as exc:
-                reply = {
-                    "v": SCHEMA_VERSION,
-                    "type": "error",
-                    "id": item.msg.get("id"),
-                    "code": exc.code,
-                    "message": str(exc),
-                }
+                reply = error_reply(item.msg.get("id"), exc.code, str(exc))
             self._deliver(reply, time.monotonic())
 
 
@@ -297,6 +314,7 @@ class RemoteEscalator(Escalator):
         queue_size: int = 16,
         max_in_flight: int = 64,
         tick_ms: int = 5,
+        connect_grace_s: float = 1.0,
     ) -> None:
         from reasoner.keys import client_pair, require_secure
 
@@ -309,8 +327,15 @@ class RemoteEscalator(Escalator):
         self.engine = f"remote:{endpoint}"
         self._max_in_flight = max_in_flight
         self._tick_ms = tick_ms
+        self._connect_grace_s = connect_grace_s
+        self._t_start = time.monotonic()
         self.connected = False
         super().__init__(labels, queue_size=queue_size)
+
+    def start(self) -> RemoteEscalator:
+        self._t_start = time.monotonic()
+        super().start()
+        return self
 
     def _socket(self, ctx: Any) -> tuple[Any, Any]:
         import zmq
@@ -362,25 +387,47 @@ class RemoteEscalator(Escalator):
                             data = sock.recv(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        try:
-                            reply = unpack(data, MAX_MESSAGE_BYTES)
-                        except ProtocolError:
-                            with self._lock:
-                                self._counts["malformed_replies"] += 1
-                            continue
-                        self._deliver(reply, now)
+                        self._receive(data, now)
                 self._expire(now)
+                if not self.connected:
+                    self._drop_overdue(now)
         finally:
             sock.disable_monitor()
             monitor.close(linger=0)
             sock.close(linger=0)
             ctx.term()
 
-    def close(self, drain_s: float = 0.5) -> None:
-        super().close(drain_s)
+    def _answers_possible(self) -> bool:
+        """Connected, or still within the first-handshake grace of a run that never connected.
+
+        Not connected after having been: the requests in flight went to a connection that is gone
+        (a reconnect gets a new identity at the ROUTER), so none of them can be answered.
+        """
         with self._lock:
-            if not self._counts["connects"] and not self.last_error:
-                self.last_error = f"never connected to the reasoner at {self.endpoint}"
+            if self.connected:
+                return True
+            never = not self._counts["connects"]
+        return never and time.monotonic() < self._t_start + self._connect_grace_s
+
+    def _unsent_reason(self) -> str | None:
+        return None if self.connected else "dropped_unreachable"
+
+    def unreachable(self) -> str | None:
+        with self._lock:
+            if not self._counts["connects"]:  # ``last_error`` says why when the handshake was refused
+                return f"never connected to {self.endpoint}"
+            if not self.connected:
+                return f"disconnected from {self.endpoint} at the end of the run"
+        return None
+
+    def _drop_overdue(self, now: float) -> None:
+        """While no reasoner is connected, a queued keyframe whose deadline passed is dropped as
+        unreachable now (live counters and metrics), not at the next connect or at ``close``."""
+        with self._lock:
+            if any(p.deadline < now for p in self._queue):  # at most queue_size items
+                keep = deque(p for p in self._queue if p.deadline >= now)
+                self._counts["dropped_unreachable"] += len(self._queue) - len(keep)
+                self._queue = keep
 
     def _on_monitor(self, event: int, zmq: Any) -> None:
         with self._lock:
@@ -395,10 +442,10 @@ class RemoteEscalator(Escalator):
                 self.last_error = f"reasoner at {self.endpoint} refused the CURVE handshake (key not allow-listed?)"
 
     def _send_queued(self, sock: Any, zmq: Any) -> None:
-        if not self._counts["connects"]:
-            # Still starting up: the first handshake takes a few ms to a few s. Keep keyframes queued
-            # (bounded, drop-oldest, each with its deadline) instead of counting them unreachable before
-            # the reasoner ever had a chance to answer.
+        if not self.connected:
+            # Not yet (the first handshake takes a few ms to a few s) or not now (reconnecting): keep
+            # keyframes queued -- bounded, drop-oldest, each until its deadline (``_drop_overdue``) --
+            # instead of dropping them before the reasoner had a chance to answer.
             return
         while len(self._in_flight) < self._max_in_flight:
             item = self._take()
@@ -518,15 +565,30 @@ class EscalationHook:
         self.metrics.set_queue_depth("escalation", c.get("queued", 0) + c.get("in_flight", 0))
 
     def close(self, drain_s: float = 2.0) -> str:
-        """Wait briefly for outstanding answers, write them, and return a one-line summary."""
+        """Wait briefly for outstanding answers, write them, and return a one-line summary.
+
+        The summary says plainly when the reasoner could not be reached and how many keyframes
+        were dropped for it (``unreachable``), next to the other reasons: the run itself still
+        succeeds (the edge never depends on the reasoner), so this line is where an operator
+        learns that no reasoning happened.
+        """
         self.escalator.close(drain_s=drain_s)
         self.flush()
         c = self.escalator.counters()
-        dropped = c["dropped_queue"] + c["dropped_unreachable"] + c["dropped_stale"]
-        text = (
-            f"reasoner {self.escalator.engine}: {c['submitted']} keyframes, {c['answered']} answered, "
+        why = {"queue full": c["dropped_queue"], "unreachable": c["dropped_unreachable"], "stale": c["dropped_stale"]}
+        dropped = sum(why.values())
+        text = f"reasoner {self.escalator.engine}: "
+        problem = self.escalator.unreachable()
+        if problem:
+            text += f"UNREACHABLE ({problem}), "
+        text += (
+            f"{c['submitted']} keyframes, {c['answered']} answered, "
             f"{c['late']} late, {c['expired']} expired, {c['errors']} errors, {dropped} dropped"
         )
+        if dropped:
+            text += " (" + ", ".join(f"{n} {reason}" for reason, n in why.items() if n) + ")"
+        if c["malformed_replies"]:
+            text += f", {c['malformed_replies']} malformed replies"
         if self.escalator.last_error:
             text += f" (last: {self.escalator.last_error})"
         return text
