@@ -9,6 +9,12 @@ Served only when asked (``emostream run --metrics-port N``), on 127.0.0.1 by def
 include stream names, which are URIs and may hold camera addresses, so exposing them on all
 interfaces is an explicit choice (``--metrics-host 0.0.0.0``).
 
+The endpoint must not become a way to starve the runtime (``_BoundedServer``): each connection
+gets ``timeout_s`` (5 s) per read/write, so a client that connects and sends nothing, or half a
+request, is closed after that; at most ``max_connections`` (16) are served at once, one thread
+each, and when all are taken a new connection pushes out the oldest one still sending its request
+-- so idle or trickling connections can neither pile up threads nor lock out a real scrape.
+
 Metric names (all prefixed ``emostream_``):
 
 =================================== ========= ======================================================
@@ -35,19 +41,122 @@ Metric names (all prefixed ``emostream_``):
 from __future__ import annotations
 
 import collections
+import socket
 import threading
 import time
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
 
 #: Latency buckets (seconds) spanning a 1 ms detector call to a multi-second stall.
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+#: Per read/write on a metrics connection: a scrape sends its request at once, so a few seconds of
+#: silence means a half-open or idle client, which is then closed.
+DEFAULT_TIMEOUT_S = 5.0
+#: Connections served at once (one thread each); Prometheus needs one per scrape.
+DEFAULT_MAX_CONNECTIONS = 16
+
+
 class MetricsError(Exception):
     """The metrics endpoint cannot be served (port in use, bad host or port)."""
+
+
+class _Handler(WSGIRequestHandler):
+    """prometheus-client's WSGI app behind a handler that times out, logs nothing and tells the
+    server when a request has been read (from then on it is being answered, not idling)."""
+
+    server: _BoundedServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.timeout_s  # StreamRequestHandler.setup applies it to the socket
+        super().setup()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:
+            self.server.request_read(self.connection)
+        return ok
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:  # timed out (idle, half a request), reset, or pushed out: just close it
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not worth a line on stderr each."""
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A threading WSGI server with a bounded number of connection threads (see module docstring)."""
+
+    daemon_threads = True
+    block_on_close = False  # close() must not wait out idle clients
+    request_queue_size = 64
+
+    def __init__(self, addr: tuple[str, int], timeout_s: float, max_connections: int) -> None:
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self.pushed_out = 0  # connections closed to make room (still sending their request)
+        self.refused = 0  # connections closed because every slot was answering a request
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._reading: collections.OrderedDict[socket.socket, float] = collections.OrderedDict()
+        super().__init__(addr, _Handler)
+
+    def request_read(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._reading.pop(conn, None)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._push_out_oldest()
+            if not self._slots.acquire(timeout=1.0):
+                self.refused += 1
+                self.shutdown_request(request)
+                return
+        with self._lock:
+            self._reading[request] = time.monotonic()
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._done(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: Any) -> None:
+        with self._lock:
+            self._reading.pop(request, None)
+        self._slots.release()
+
+    def _push_out_oldest(self) -> None:
+        """Shut down the oldest connection that has not finished sending its request; its thread
+        sees end-of-file, ends and frees its slot."""
+        with self._lock:
+            if not self._reading:
+                return
+            oldest, _ = self._reading.popitem(last=False)
+            self.pushed_out += 1
+        try:
+            oldest.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+
+
+def _family(host: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """IPv4 or IPv6 as the host asks (``::1`` must bind an IPv6 socket)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return family, sockaddr[0]
 
 
 @dataclass
@@ -172,12 +281,30 @@ class Metrics:
         """The Prometheus text exposition of every metric (what ``/metrics`` answers)."""
         return generate_latest(self.registry)
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> MetricsServer:
-        """Start ``http://host:port/metrics`` in a daemon thread (port 0 picks a free one)."""
+    def serve(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> MetricsServer:
+        """Start ``http://host:port/metrics`` in a daemon thread (port 0 picks a free one).
+
+        ``timeout_s`` and ``max_connections`` bound what idle or half-open clients can hold (see
+        the module docstring); the defaults suit a Prometheus scraper.
+        """
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise MetricsError(f"metrics port must be within 0..65535, got {port}")
+        if not timeout_s > 0 or max_connections < 1:
+            raise MetricsError("metrics timeout must be > 0 and max_connections >= 1")
         try:
-            httpd, thread = start_http_server(port, addr=host, registry=self.registry)
+            family, addr = _family(host, port)
+            server_class = type("_Server", (_BoundedServer,), {"address_family": family})
+            httpd = server_class((addr, port), timeout_s, max_connections)
         except OSError as exc:
             raise MetricsError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+        httpd.set_app(make_wsgi_app(self.registry))
+        thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
         return MetricsServer(host=host, port=int(httpd.server_address[1]), _httpd=httpd, _thread=thread)
