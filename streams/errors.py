@@ -25,3 +25,7 @@ class UnsupportedSourceError(SourceError):
 
 class SourceTimeoutError(SourceError):
     """No frame (nor end of stream, nor error) arrived within the allowed time."""
+
+
+class ImageTooLargeError(SourceError):
+    """An image or frame whose size exceeds the documented limits (a decompression-bomb guard)."""

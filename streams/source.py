@@ -14,6 +14,10 @@ Why it is built this way:
   (``drop=false``, a small ``max-buffers``): the decoder is throttled by back-pressure and nothing is lost.
 * ``open_source`` waits for the first frame, so a missing file, an undecodable file, a refused RTSP
   connection or an absent camera fails there, with one readable line, within ``timeout`` seconds.
+* Size is bounded before pixels are. A still image's header is read first (:mod:`streams.still`): one
+  above the pixel limits is refused, one larger than 4096 px on a side is decoded reduced by OpenCV and
+  fed in through ``appsrc``. Any other frame larger than ``MAX_FRAME_PIXELS`` is refused on its caps,
+  before ``videoconvert`` turns it into RGB copies.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from streams.errors import SourceError, SourceTimeoutError, UnsupportedSourceError
+from streams.errors import ImageTooLargeError, SourceError, SourceTimeoutError, UnsupportedSourceError
+from streams.still import MAX_FRAME_PIXELS, check_size, decode_fitted, probe_image
 from streams.uri import SourceSpec, parse_uri
 
 #: How long one blocking pull waits before the bus is checked again (ns). Short enough that errors
@@ -88,6 +93,7 @@ class _Links:
     no_video: bool = False  # the demuxer finished exposing pads and none was video
     arrivals: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))
     arrived: int = 0  # buffers that reached the appsink (drop counting for latest-only sources)
+    too_large: tuple[int, int] | None = None  # (width, height) of caps refused by _guard_frame_size
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -100,15 +106,16 @@ def _fraction(value: float) -> str:
     return f"{num}/{den}"
 
 
-def _tail(spec: SourceSpec, width: int | None, height: int | None, fps: float | None) -> str:
+def _tail(spec: SourceSpec, width: int | None, height: int | None, fps: float | None, *,
+          still: bool | None = None) -> str:
     """``videorate ! videoscale ! videoconvert ! RGB caps ! appsink``; rate and scale only when asked.
 
     Rate and scale sit *before* the colour conversion so dropped frames are never converted and the
-    conversion runs on the smaller picture.
+    conversion runs on the smaller picture. ``still`` (default: the file name says image) skips the rate.
     """
     parts: list[str] = []
     caps = ["video/x-raw", "format=RGB"]
-    if fps is not None and not spec.is_image:
+    if fps is not None and not (spec.is_image if still is None else still):
         parts.append("videorate")
         caps.append(f"framerate={_fraction(fps)}")
     if width is not None or height is not None:
@@ -221,6 +228,56 @@ def _connect_dynamic(pipeline: Any, links: _Links) -> None:
             return caps.get_size() > 0 and caps.get_structure(0).get_string("media") == "video"
 
         src.connect("select-stream", select_stream)
+
+
+def _still_head(image: np.ndarray) -> str:
+    """``appsrc`` for a still image decoded outside GStreamer (see :func:`_push_still`)."""
+    height, width = image.shape[:2]
+    caps = f"video/x-raw,format=RGB,width={width},height={height},framerate=0/1,pixel-aspect-ratio=1/1"
+    return f"appsrc name=src format=time caps={caps}"
+
+
+def _push_still(appsrc: Any, image: np.ndarray) -> None:
+    """Queue ``image`` as the only buffer, at time 0, then end the stream.
+
+    Rows are padded to GStreamer's default RGB stride (a multiple of 4 bytes), which the caps imply.
+    """
+    Gst, _, _ = _gst()
+    height, width = image.shape[:2]
+    stride = (width * 3 + 3) // 4 * 4
+    if stride != width * 3:
+        padded = np.zeros((height, stride), dtype=np.uint8)
+        padded[:, : width * 3] = image.reshape(height, width * 3)
+        image = padded
+    buf = Gst.Buffer.new_wrapped(image.tobytes())
+    buf.pts = 0
+    appsrc.emit("push-buffer", buf)
+    appsrc.emit("end-of-stream")
+
+
+def _guard_frame_size(pipeline: Any, links: _Links) -> None:
+    """Refuse caps above MAX_FRAME_PIXELS where the tail starts, before any frame is converted.
+
+    Dropping the caps event stops the frame at the tail (the decoder then fails "not negotiated");
+    ``links.too_large`` lets the reader say why in one line instead. Catches what the header probe
+    cannot see: video frames, and images in formats it does not read (GIF, TIFF, WebP, PNM, ...).
+    """
+    Gst, _, _ = _gst()
+
+    def probe(_pad: Any, info: Any) -> Any:
+        event = info.get_event()
+        if event is None or event.type != Gst.EventType.CAPS:
+            return Gst.PadProbeReturn.OK
+        structure = event.parse_caps().get_structure(0)
+        ok_w, width = structure.get_int("width")
+        ok_h, height = structure.get_int("height")
+        if ok_w and ok_h and width * height > MAX_FRAME_PIXELS:
+            with links.lock:
+                links.too_large = (width, height)
+            return Gst.PadProbeReturn.DROP
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("tail").get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, probe)
 
 
 def _count_arrivals(appsink: Any, links: _Links) -> None:
@@ -361,8 +418,19 @@ class VideoSource:
             )
 
     def _check_bus(self) -> None:
-        """Raise the first error posted on the bus as one clear line; discard everything else."""
+        """Raise the first error posted on the bus as one clear line; discard everything else.
+
+        Refused oversized caps come first: the decoder's own "not negotiated" error is their echo.
+        """
         Gst, _, GstPbutils = _gst()
+        with self._links.lock:
+            too_large = self._links.too_large
+        if too_large is not None:
+            width, height = too_large
+            raise ImageTooLargeError(
+                f"{_describe(self._spec)} has frames of {width}x{height} pixels ({width * height / 1e6:.0f} "
+                f"megapixels); frames above {MAX_FRAME_PIXELS / 1e6:.0f} megapixels are refused"
+            )
         missing = self._missing_plugins
         while True:
             msg = self._bus.pop_filtered(Gst.MessageType.ERROR | Gst.MessageType.ELEMENT)
@@ -513,12 +581,26 @@ def open_source(
 
     spec = parse_uri(uri)
     Gst, _, _ = _gst()
-    _check_elements(spec)
+    # A still image's header is read before anything is decoded: too large is refused, larger than
+    # MAX_IMAGE_SIDE is decoded reduced (streams.still) and enters through appsrc.
+    header = probe_image(spec.path) if spec.kind == "file" and spec.path is not None else None
+    fitted: np.ndarray | None = None
+    if header is not None:
+        check_size(header, _describe(spec))
+        if header.oversized:
+            fitted = decode_fitted(spec.path, header, _describe(spec))
+    if fitted is not None:
+        if Gst.ElementFactory.find("appsrc") is None:
+            raise SourceError("GStreamer element 'appsrc' is missing; install gst-plugins-base")
+        head, dynamic = _still_head(fitted), False
+    else:
+        _check_elements(spec)
+        head, dynamic = _head(spec, width, height)
     if latest_only is None:
         latest_only = spec.is_live
-    head, dynamic = _head(spec, width, height)
     # decodebin's pads appear later and are linked by hand (_connect_dynamic); static heads link here.
-    text = f"{head} {'' if dynamic else '! '}{_tail(spec, width, height, fps)}"
+    tail = _tail(spec, width, height, fps, still=True if header is not None else None)
+    text = f"{head} {'' if dynamic else '! '}{tail}"
     try:
         pipeline = Gst.parse_launch(text)
     except Exception as exc:  # GLib.Error: a bad pattern name and similar
@@ -526,7 +608,10 @@ def open_source(
         raise SourceError(f"cannot build a pipeline for {spec.uri}: {reason}") from None
 
     src = pipeline.get_by_name("src")
-    if spec.kind == "file":
+    if fitted is not None:
+        _push_still(src, fitted)
+        fitted = None  # the pushed buffer holds its own copy
+    elif spec.kind == "file":
         src.set_property("location", str(spec.path))
     elif spec.kind == "v4l2":
         src.set_property("device", spec.device)
@@ -542,6 +627,7 @@ def open_source(
     appsink.set_property("drop", bool(latest_only))
 
     links = _Links()
+    _guard_frame_size(pipeline, links)
     if dynamic:
         _connect_dynamic(pipeline, links)
     if latest_only:
