@@ -44,6 +44,8 @@ _PULL_SLICE_NS = 50_000_000
 #: consumer, small enough to bound memory (a 1080p RGB frame is 6 MB).
 _FILE_MAX_BUFFERS = 4
 _RTSP_LATENCY_MS = 200
+#: How long "no video pad" waits for a demuxer error that would explain it better (see _pull).
+_NO_VIDEO_GRACE_S = 0.3
 _CLOCK_TIME_NONE = 2**64 - 1
 
 
@@ -91,6 +93,7 @@ class _Links:
     lock: threading.Lock = field(default_factory=threading.Lock)
     video_linked: bool = False
     no_video: bool = False  # the demuxer finished exposing pads and none was video
+    pads: int = 0  # pads decodebin exposed, video or not: none at all means nothing in the file decoded
     arrivals: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))
     arrived: int = 0  # buffers that reached the appsink (drop counting for latest-only sources)
     too_large: tuple[int, int] | None = None  # (width, height) of caps refused by _guard_frame_size
@@ -204,6 +207,8 @@ def _connect_dynamic(pipeline: Any, links: _Links) -> None:
 
     def pad_added(_dec: Any, pad: Any) -> None:
         caps = pad.get_current_caps() or pad.query_caps(None)
+        with links.lock:
+            links.pads += 1
         if not _is_video(caps):
             return
         with links.lock:
@@ -384,6 +389,7 @@ class VideoSource:
     def _pull(self, timeout: float) -> Any:
         """Wait for a sample in short slices, checking the bus between them; None means EOS."""
         deadline = time.monotonic() + max(0.0, timeout)
+        no_video_since: float | None = None
         while True:
             remaining_ns = int((deadline - time.monotonic()) * 1e9)
             sample = self._appsink.try_pull_sample(max(0, min(_PULL_SLICE_NS, remaining_ns)))
@@ -393,7 +399,12 @@ class VideoSource:
             if self._appsink.is_eos():
                 return None
             if self._links.no_video:
-                raise SourceError(f"{_describe(self._spec)} has no video stream")
+                # A demuxer that gives up on a corrupt file also ends its pads without video, and its
+                # error ("cannot decode ...") may reach the bus a moment later: give it that moment.
+                no_video_since = no_video_since or time.monotonic()
+                if time.monotonic() - no_video_since >= _NO_VIDEO_GRACE_S:
+                    raise SourceError(self._no_video_text())
+                continue
             if remaining_ns <= 0:
                 raise SourceTimeoutError(f"no frame from {_describe(self._spec)} within {timeout:g} s")
 
@@ -458,8 +469,9 @@ class VideoSource:
         with self._links.lock:
             unlinked = self._dynamic and not self._links.video_linked
         if unlinked and err.matches(Gst.StreamError.quark(), Gst.StreamError.FAILED):
-            # The demuxer stopped because none of its streams was linked: there is no video in it.
-            return f"{what} has no video stream"
+            # The demuxer stopped because none of its streams was linked: there is no video in it --
+            # or, when it exposed no stream at all, nothing in the file could be decoded.
+            return self._no_video_text()
         if self._spec.kind == "rtsp":
             return f"cannot connect to {what}: {text[:1].lower() + text[1:]}"
         text = text[:1].lower() + text[1:]
@@ -468,6 +480,14 @@ class VideoSource:
         if self._spec.kind == "file":
             return f"cannot decode {what}: {text}"
         return f"{what}: {text}"
+
+    def _no_video_text(self) -> str:
+        """Audio-only files expose pads (none video); a corrupt file typefound as something exposes none."""
+        with self._links.lock:
+            pads = self._links.pads
+        if pads:
+            return f"{_describe(self._spec)} has no video stream"
+        return f"cannot decode {_describe(self._spec)}: no stream in it could be decoded (corrupt or truncated?)"
 
     def _update_caps(self, caps: Any) -> None:
         """Re-read the frame layout when the negotiated caps change (once, or on a resolution switch)."""

@@ -383,7 +383,11 @@ def test_clobbered_header_is_a_clean_error(data_file, tmp_path: Path):
     data[:64] = bytes(64)  # the ftyp/moov box headers are gone
     bad = tmp_path / "clobbered.mp4"
     bad.write_bytes(bytes(data))
-    assert str(open_failing(str(bad))).startswith("cannot decode")
+    # Typefinding takes the remains for MPEG video; which element gives up first is a race (decodebin's
+    # "all streams without buffers" or the parser's "no valid frames"), and ~40% of opens used to say
+    # "has no video stream". Both must read as a decode failure, every time.
+    messages = {str(open_failing(str(bad))) for _ in range(15)}
+    assert all(m.startswith("cannot decode") for m in messages), messages
 
 
 def test_missing_decoder_names_the_codec(data_file):
