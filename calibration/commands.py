@@ -27,7 +27,8 @@ MODELS_DIR = REPO / "engines" / "models"
 def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate", help="export a checkpoint to ONNX, fit temperature on val, quantize to INT8 (QDQ)")
-    p.add_argument("checkpoint", type=Path, help="best.pt from `emostream distill` / `train teacher`")
+    p.add_argument("checkpoint", type=Path,
+                   help="best.pt from `emostream distill` / `train teacher`, or a registered model (student)")
     p.add_argument("--name", default="student", help="file stem in --models-dir (default student)")
     p.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     p.add_argument("--data", type=Path, default=DEFAULT_FER, help="FER2013 folder (train/ and val/)")
@@ -35,7 +36,8 @@ def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=int, default=1024, help="INT8 calibration images drawn from train")
     p.add_argument("--method", default="percentile", choices=("percentile", "minmax", "entropy"))
     p.add_argument("--activations", default="u8", choices=("u8", "s8"),
-                   help="INT8 activation type: u8 = ONNX Runtime's fast CPU path; s8 = TensorRT explicit QDQ")
+                   help="INT8 activation type: u8 = ONNX Runtime's CPU path (7-bit weights: exact on every x86 "
+                        "and ARM CPU); s8 = TensorRT explicit QDQ (full-range; saturates on x86 CPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_cmd_calibrate)
 
@@ -147,7 +149,9 @@ def calibrate_checkpoint(checkpoint: Path, name: str, models_dir: Path, data: Pa
     quantize_qdq(onnx_path, int8_path, reader, method=method, activations=activations)
     quant_s = time.time() - t0
     int8_card_dict = dict(card, name=f"fer_{name}_int8", onnx=int8_path.name, torch_state=None,
-                          quantization={"format": "QDQ", "weights": "int8 per-channel symmetric",
+                          quantization={"format": "QDQ", "weights": "int8 per-channel symmetric"
+                                        + (", 7-bit range (no U8S8 saturation without VNNI)"
+                                           if activations == "u8" else ""),
                                         "activations": "uint8 asymmetric" if activations == "u8"
                                         else "int8 symmetric", "calibration": method,
                                         "calibration_images": int(len(idx)),

@@ -101,27 +101,16 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
     return 0
 
 
-def _init_state(spec: str, arch: str, labels) -> dict:
-    """Weights to start from: a training checkpoint, or a registered model whose card has torch weights."""
-    import torch
+def _init_state(spec: str, arch: str, labels: tuple[str, ...]) -> dict:
+    """Weights to start from: a training checkpoint or a registered model with torch weights."""
+    from training.models import CheckpointError, load_checkpoint
 
-    from training.models import ARCHS, CheckpointError, arch_kwargs, load_checkpoint
-
-    path = Path(spec)
-    if path.suffix == ".pt" or path.is_file():
-        ckpt = load_checkpoint(path)
-        if ckpt["arch"] != arch:
-            raise CheckpointError(f"--init {spec} is a {ckpt['arch']!r} network, not {arch!r}")
-        return ckpt["model"]
-    from engines.emotion import load_model_info
-
-    info = load_model_info(spec)
-    kwargs = arch_kwargs(arch, len(labels)) if arch in ARCHS else None
-    if info.torch_state is None or not info.torch_state.is_file() or dict(info.arch_kwargs) != kwargs:
-        raise CheckpointError(f"--init {spec}: its card has no torch weights of a {arch!r} network")
-    if tuple(info.labels) != tuple(labels):
-        raise CheckpointError(f"--init {spec}: its labels {info.labels} are not the training labels {labels}")
-    return torch.load(info.torch_state, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(spec)
+    if ckpt["arch"] != arch:
+        raise CheckpointError(f"--init {spec} is a {ckpt['arch']!r} network, not {arch!r}")
+    if tuple(ckpt.get("labels", labels)) != tuple(labels):
+        raise CheckpointError(f"--init {spec}: its labels {ckpt['labels']} are not the training labels {labels}")
+    return ckpt["model"]
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:

@@ -68,8 +68,15 @@ def count_macs(model: nn.Module, size: int = 48) -> int:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a ``best.pt``/``last.pt`` written by :func:`training.loop.train`, with a clear error otherwise."""
+    """Read a ``best.pt``/``last.pt`` written by :func:`training.loop.train`, with a clear error otherwise.
+
+    A registered model name whose card carries torch weights (e.g. the shipped ``student``) is read as a
+    checkpoint too, so shipped weights can be continued (``distill --init student``) or re-calibrated
+    (``calibrate student``) with the same commands that made them.
+    """
     p = Path(path)
+    if not p.is_file() and p.suffix != ".pt" and len(p.parts) == 1:
+        return _checkpoint_from_card(str(path))
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
@@ -79,6 +86,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "arch" not in ckpt:
         raise CheckpointError(f"{p} is not a checkpoint from `emostream train`/`distill` (no arch/model)")
     return ckpt
+
+
+def _checkpoint_from_card(name: str) -> dict[str, Any]:
+    from engines.emotion import EngineError, load_model_info
+
+    try:
+        info = load_model_info(name)
+    except EngineError as exc:
+        raise CheckpointError(f"{name!r} is neither a checkpoint file nor a registered model ({exc})") from None
+    kwargs = dict(info.arch_kwargs)
+    arch = next((a for a in ARCHS if arch_kwargs(a, len(info.labels)) == kwargs), None)
+    if arch is None or info.torch_state is None or not info.torch_state.is_file():
+        raise CheckpointError(f"model {name!r} has no torch weights of a known training architecture")
+    return {"model": torch.load(info.torch_state, map_location="cpu", weights_only=True), "arch": arch,
+            "labels": list(info.labels), "input_size": info.input_size,
+            "config": {"mean": info.mean, "scale": info.scale}, "source": f"registered model {name}"}
 
 
 def load_checkpoint_model(path: str | Path) -> PlainConvNet:

@@ -1,7 +1,9 @@
 """ONNX Runtime static INT8 (QDQ): the quantized graph really is QDQ, runs, and agrees with FP32.
 
-Uses the committed v0 network (a real FER2013-trained model) so agreement is measured on a network whose
-activations look like the shipped ones, on real val faces, calibrated on real train faces.
+The shipped ``student-int8`` is checked against the FP32 ``student`` on every FER2013 val face on the CPU
+that runs the tests: full-range U8S8 weights agreed 0.64 with FP32 on AVX2-only x86 (saturation) and
+0.99 on VNNI x86, so this test is what catches a recipe that is right on one CPU only. The recipe itself
+is exercised on the v0 network (another real FER2013 model), calibrated on train-disjoint faces.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from calibration.int8 import FaceCalibrationReader, QuantizationError, quantize_qdq, stratified_sample
-from engines.emotion import load_model_info
+from engines.emotion import load_engine, load_model_info
 from training.data import load_fer_split
 
 
@@ -44,6 +46,22 @@ def test_qdq_model_runs_and_agrees_with_fp32(data_file, tmp_path):
     assert agree >= 0.9, agree
     acc = lambda z: np.mean(z.argmax(1) == np.array([info.labels.index(val.names[y]) for y in val.labels[rest]]))  # noqa: E731
     assert abs(acc(int8) - acc(fp32)) < 0.05
+
+
+def test_shipped_int8_student_matches_fp32_on_this_cpu(data_file):
+    val = load_fer_split(data_file("fer2013"), "val")
+    probs = {}
+    for name in ("student", "student-int8"):
+        eng = load_engine("onnxruntime", name, threads=2)
+        assert eng.model.input_size == val.images.shape[1]
+        order = [eng.labels.index(n) for n in val.names]
+        probs[name] = np.concatenate([eng.run(val.images[i:i + 256]) for i in range(0, len(val), 256)])[:, order]
+        eng.close()
+    fp32, int8 = probs["student"].argmax(1), probs["student-int8"].argmax(1)
+    agree = float(np.mean(fp32 == int8))
+    acc32, acc8 = float(np.mean(fp32 == val.labels)), float(np.mean(int8 == val.labels))
+    assert agree >= 0.97, f"INT8/FP32 top-1 agreement {agree:.4f} on {len(val)} val faces"
+    assert abs(acc8 - acc32) <= 0.01, f"INT8 accuracy {acc8:.4f} vs FP32 {acc32:.4f}"
 
 
 def test_stratified_sample_covers_every_class():
