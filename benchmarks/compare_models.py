@@ -1,6 +1,6 @@
 """v0 vs the distilled student, side by side on the same data and machine.
 
-    .venv/bin/python benchmarks/compare_models.py [--models v0 student] [--threads 2]
+    .venv/bin/python benchmarks/compare_models.py [--models v0 student] [--threads 2] [--tta]
 
 For each model, FP32 and INT8 (QDQ), through the engine interface the edge uses (ONNX Runtime, CPU,
 ``--threads`` intra-op threads): FER2013 val accuracy, macro-F1, ECE (at the card's temperature), and
@@ -74,8 +74,8 @@ def time_engine(engine, crops: np.ndarray, batch: int, repeats: int) -> tuple[fl
 
 
 def evaluate(info: EmotionModelInfo, precision: str, images: np.ndarray, labels: np.ndarray,
-             names: tuple[str, ...], threads: int, repeats: int) -> Row:
-    engine = load_engine("onnxruntime", info, threads=threads)
+             names: tuple[str, ...], threads: int, repeats: int, tta: bool = False) -> Row:
+    engine = load_engine("onnxruntime", info, threads=threads, tta=tta)
     crops = resize_all(images, info.input_size)
     probs = np.concatenate([engine.run(crops[i:i + 256]) for i in range(0, len(crops), 256)])
     # Map the model's label order onto the dataset's names: the system speaks names, never indices.
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=500, help="timed calls at batch 1 (batch 32: a fifth)")
     ap.add_argument("--calib-images", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tta", action="store_true", help="add rows with horizontal-flip test-time augmentation")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args(argv)
 
@@ -148,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(evaluate(info, "fp32", val.images, val.labels, val.names, args.threads, args.repeats))
             q = int8_info(info, train.images, train.labels, Path(tmp), args.calib_images, args.seed)
             rows.append(evaluate(q, "int8", val.images, val.labels, val.names, args.threads, args.repeats))
-            for r in rows[-2:]:
+            variants = [(info, "fp32 + flip TTA"), (q, "int8 + flip TTA")] if args.tta else []
+            for inf, precision in variants:
+                rows.append(evaluate(inf, precision, val.images, val.labels, val.names, args.threads,
+                                     args.repeats, tta=True))
+            for r in rows[-2 - len(variants):]:
                 print(f"{r.model} {r.precision}: acc {r.accuracy:.4f} f1 {r.macro_f1:.4f} ece {r.ece:.4f} "
                       f"b1 {r.ms_b1:.3f} ms b32 {r.ms_b32:.3f} ms/face", file=sys.stderr)
     print(markdown(rows, args.threads))
