@@ -28,8 +28,9 @@ import numpy as np
 from edge.smoothing import SmoothedState
 
 EVENT_KINDS = ("track_start", "emotion_change", "track_end")
-#: Why a track ended: not seen for ``lost_seconds``, its stream ended, or its stream failed.
-END_REASONS = ("lost", "end_of_stream", "source_error")
+#: Why a track ended: not seen for ``lost_seconds``, its stream ended, its stream failed, or the run
+#: was stopped (SIGINT/SIGTERM) while the face was still in view.
+END_REASONS = ("lost", "end_of_stream", "source_error", "interrupted")
 
 
 class EventError(Exception):

@@ -14,6 +14,10 @@ Shape of the loop, and why:
   results are the same whether it runs alone or beside others (files: frame for frame).
 * A stream that ends or fails ends alone: its open tracks get their ``track_end`` (reason
   ``end_of_stream`` or ``source_error``), the others go on, and the failure is reported at the end.
+* A stop request (``should_stop``: SIGINT/SIGTERM, see :mod:`edge.shutdown`) is honoured between
+  steps, never inside one: every frame already taken is analysed and written with its events, then
+  all streams end with reason ``interrupted`` and their overlays are finished. Stopping mid-step
+  would leave e.g. a frame record without the events it caused.
 
 Nothing here imports torch; the engine behind the analyzer is whatever ``load_engine`` returned.
 """
@@ -21,6 +25,7 @@ Nothing here imports torch; the engine behind the analyzer is whatever ``load_en
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -208,6 +213,7 @@ class StreamResult:
     overlay: str | None = None
     overlay_frames: int = 0
     live: bool = False
+    interrupted: bool = False  # ended by a stop request, not by its source
 
 
 class _Overlay:
@@ -250,14 +256,21 @@ def run_streams(
     events: EventConfig | None = None,
     on_step: Callable[[StreamStep], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[StreamResult]:
     """Analyse ``sources`` together until all have ended; return one :class:`StreamResult` each.
 
     ``write`` receives every record (frame records and events, interleaved in the order they happen).
     ``overlays[i]`` is an output URI for stream ``i``'s annotated video (None: no overlay).
     ``max_frames`` caps frames per stream. ``on_step`` sees each :class:`StreamStep` (the keyframe
-    policy hooks in there). Sources are closed on return. Ctrl-C ends all streams cleanly (open
-    tracks still get their ``track_end``) and is then re-raised.
+    policy hooks in there). Sources are closed on return.
+
+    ``should_stop`` is polled between steps (and while waiting for frames); once it says True, the
+    streams still running end with reason ``interrupted`` and the results are returned normally
+    (``StreamResult.interrupted``). A KeyboardInterrupt raised inside the loop (Ctrl-C without
+    :mod:`edge.shutdown`) ends them the same way and is re-raised. Any other exception (e.g. the
+    output cannot be written) still tries to end the tracks and finish the overlays, then propagates
+    unchanged: a failure while cleaning up never hides the error that caused it.
     """
     ids = [s.stream for s in sources]
     if len(set(ids)) != len(ids):
@@ -286,17 +299,28 @@ def run_streams(
                 metrics.event(rec["stream"], rec["kind"])
                 results[i].events[rec["kind"]] = results[i].events.get(rec["kind"], 0) + 1
 
+    def stopping() -> bool:
+        return should_stop is not None and should_stop()
+
     def end_stream(i: int, reason: str) -> None:
         finished[i] = True
-        emit(i, procs[i].finish(reason))
-        metrics.tracks(procs[i].stream, 0)
-        metrics.stream_ended(procs[i].stream, failed=reason == "source_error")
-        if outs[i] is not None:
-            try:
-                results[i].overlay_frames = outs[i].close()
-            except SinkError as exc:
-                results[i].error = results[i].error or str(exc)
-            outs[i] = None
+        results[i].interrupted = reason == "interrupted"
+        try:
+            emit(i, procs[i].finish(reason))
+        finally:  # the overlay is finished even when the records cannot be written
+            metrics.tracks(procs[i].stream, 0)
+            metrics.stream_ended(procs[i].stream, failed=reason == "source_error")
+            if outs[i] is not None:
+                try:
+                    results[i].overlay_frames = outs[i].close()
+                except SinkError as exc:
+                    results[i].error = results[i].error or str(exc)
+                outs[i] = None
+
+    def record_drops(i: int) -> None:
+        dropped = readers[i].dropped + sources[i].frames_dropped
+        results[i].dropped = dropped
+        metrics.dropped_frames(procs[i].stream, dropped)
 
     for s in sources:
         metrics.stream_started(s.stream)
@@ -305,9 +329,15 @@ def run_streams(
     try:
         while not all(finished):
             t_wait = time.perf_counter()
+            if stopping():
+                for i in range(len(sources)):
+                    if not finished[i]:
+                        record_drops(i)
+                        end_stream(i, "interrupted")
+                break
             with cond:
                 while not any(r.buf for r, f in zip(readers, finished) if not f) and not any(
-                        r.drained for r, f in zip(readers, finished) if not f):
+                        r.drained for r, f in zip(readers, finished) if not f) and not stopping():
                     cond.wait(0.5)
                 taken = [(i, r.buf.popleft()) for i, r in enumerate(readers) if not finished[i] and r.buf]
                 drained = [i for i, r in enumerate(readers) if not finished[i] and r.drained]
@@ -354,16 +384,16 @@ def run_streams(
                         drained.append(i)
             for i in drained:
                 r = readers[i]
-                dropped = r.dropped + sources[i].frames_dropped
-                results[i].dropped = dropped
-                metrics.dropped_frames(procs[i].stream, dropped)
+                record_drops(i)
                 if r.error:
                     results[i].error = r.error
                 end_stream(i, "source_error" if r.error else "end_of_stream")
-    except BaseException:
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "end_of_stream"
         for i in range(len(sources)):
             if not finished[i]:
-                end_stream(i, "end_of_stream")
+                with contextlib.suppress(Exception):  # keep the first error; the rest is best effort
+                    end_stream(i, reason)
         raise
     finally:
         for r in readers:
