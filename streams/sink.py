@@ -82,7 +82,8 @@ def parse_sink_uri(uri: str) -> SinkSpec:
     scheme = match.group(1).lower() if match else "file"
     parts = urlsplit(uri)
     if scheme == "file":
-        raw = unquote(parts.netloc + parts.path) if match else uri
+        host = parts.netloc if parts.netloc not in ("", "localhost") else ""  # as streams.uri reads sources
+        raw = unquote(host + parts.path) if match else uri
         path = Path(raw).expanduser()
         suffix = path.suffix.lower()
         if suffix not in _CONTAINERS:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+from pathlib import Path
 
+from edge import shutdown
 from edge.escalation import EscalationHook, open_escalator
 from edge.events import EventConfig
 from edge.faces import FaceDetector
 from edge.metrics import Metrics
 from edge.multistream import StreamConfigError, run_streams
-from edge.output import JsonLinesWriter, Progress
+from edge.output import JsonLinesWriter, OutputError, Progress
 from edge.pipeline import FrameAnalyzer
 from edge.smoothing import SmoothingConfig
 from edge.timing import StageTimer
@@ -19,6 +23,7 @@ from edge.tracking import TrackerConfig
 from engines.emotion import DEFAULT_MODEL, load_engine
 from streams import SourceError, open_source
 from streams.sink import parse_sink_uri
+from streams.uri import parse_uri
 
 ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
 
@@ -45,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "one JSON object per frame, plus track events.")
     p.add_argument("sources", metavar="SOURCE", nargs="+",
                    help="file path or file://, /dev/videoN or v4l2://, csi://N, rtsp://..., test://, or an image")
-    p.add_argument("--output", "-o", metavar="FILE.jsonl", help="write records here (default: stdout)")
+    p.add_argument("--output", "-o", metavar="FILE.jsonl",
+                   help="append records to this file (default: stdout); a restart adds to it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="truncate --output first instead of appending to it")
     p.add_argument("--stream-id", action="append", default=None, metavar="NAME",
                    help="name of a stream in the records (repeat once per SOURCE, in order; default: the URI)")
     add_engine_args(p)
@@ -68,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", metavar="DIR", help="CURVE keys from `emostream keys DIR` for a tcp:// reasoner")
     p.add_argument("--insecure", action="store_true", help="allow a plain-TCP reasoner off loopback")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, handles_stop_signals=True)
 
 
 def _overlay_uris(args: argparse.Namespace) -> list[str | None]:
@@ -91,6 +99,46 @@ def _overlay_uris(args: argparse.Namespace) -> list[str | None]:
     return list(given)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two spellings name one file: same resolved path (symlinks, ``..``), or the same inode
+    (hard links, bind mounts)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _refuse_overwriting_inputs(args: argparse.Namespace, overlays: list[str | None]) -> None:
+    """Refuse an output that is an input (``run x.mp4 -o x.mp4``) or another output, before anything is
+    opened: opening it for writing would destroy the video the user asked to analyse."""
+    inputs: list[tuple[str, Path]] = []
+    for uri in args.sources:
+        try:
+            spec = parse_uri(uri)
+        except SourceError:
+            continue  # open_source reports it, in the usual words
+        if spec.kind == "file" and spec.path is not None:
+            inputs.append((uri, spec.path))
+    outputs: list[tuple[str, Path]] = []
+    if args.output:
+        outputs.append((f"--output {args.output}", Path(args.output).expanduser()))
+    for uri in overlays:
+        if uri is not None:
+            spec = parse_sink_uri(uri)
+            if spec.kind == "file" and spec.path is not None:
+                outputs.append((f"--overlay {uri}", spec.path))
+    for n, (what, path) in enumerate(outputs):
+        for uri, source in inputs:
+            if _same_file(path, source):
+                raise OutputError(f"{what} is the input SOURCE {uri}; refusing to overwrite it "
+                                  "(choose another output file)")
+        for other, other_path in outputs[:n]:
+            if _same_file(path, other_path):
+                raise OutputError(f"{what} and {other} are the same file (give each output its own file)")
+
+
 def _stream_ids(args: argparse.Namespace) -> list[str]:
     ids = args.stream_id or list(args.sources)
     if args.stream_id and len(args.stream_id) != len(args.sources):
@@ -101,36 +149,47 @@ def _stream_ids(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Open the sources, load the models, analyse until the sources end or a stop signal arrives.
+
+    Start-up touches no output, so a failure or a signal there leaves an existing ``--output`` as it
+    was. Once the output is open, SIGINT/SIGTERM (see :mod:`edge.shutdown`) stop the loop between
+    steps, and the normal shutdown runs: open tracks end (``interrupted``), overlays are finished,
+    late reasoner answers are written, and the CLI then exits with 128 + signal.
+    """
     if args.max_frames is not None and args.max_frames < 1:
         raise SourceError("--max-frames must be at least 1")
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise StreamConfigError(f"--metrics-port must be within 0..65535, got {args.metrics_port}")
     ids = _stream_ids(args)
     overlays = _overlay_uris(args)
+    _refuse_overwriting_inputs(args, overlays)
+    stop = shutdown.current()
     tracker = TrackerConfig(lost_seconds=args.track_timeout)
     smoothing = SmoothingConfig(time_constant_s=args.smooth_seconds)
     sources = []
     try:
         for uri, sid in zip(args.sources, ids):
-            sources.append(open_source(uri, stream=sid))
+            sources.append(open_source(uri, stream=sid))  # waits for a first frame: a signal raises
     except BaseException:
         for src in sources:
             src.close()
         raise
     timer = StageTimer()
     try:
-        analyzer = FrameAnalyzer(
-            FaceDetector(model=args.detector, min_score=args.min_score),
-            load_engine(args.engine, args.model, threads=args.threads),
-            timer,
-        )
+        with stop.deferred():  # native model loading: a signal is honoured when it is done
+            analyzer = FrameAnalyzer(
+                FaceDetector(model=args.detector, min_score=args.min_score),
+                load_engine(args.engine, args.model, threads=args.threads),
+                timer,
+            )
     except BaseException:
         for src in sources:
             src.close()
         raise
     try:
-        escalator = open_escalator(args.reasoner, keys_dir=args.keys, insecure=args.insecure,
-                                   labels=analyzer.labels)
+        with stop.deferred():
+            escalator = open_escalator(args.reasoner, keys_dir=args.keys, insecure=args.insecure,
+                                       labels=analyzer.labels)
     except BaseException:
         analyzer.close()
         for src in sources:
@@ -146,18 +205,31 @@ def run(args: argparse.Namespace) -> int:
             server = metrics.serve(args.metrics_port, args.metrics_host)
             if not args.quiet:
                 print(f"emostream: metrics at {server.url}", file=sys.stderr)
-        with JsonLinesWriter(args.output) as out:
+        stop.check()
+        with JsonLinesWriter(args.output, overwrite=args.overwrite) as out:
+            stop.hold()  # from here a signal asks for the orderly stop below; it never cuts it short
+            if out.repaired and not args.quiet:
+                print(f"emostream: note: {out.where} ended in a cut line (an earlier crash?); "
+                      "appending on a fresh line", file=sys.stderr)
             hook = EscalationHook(escalator, out.write, metrics=metrics) if escalator is not None else None
             try:
                 results = run_streams(analyzer, sources, out.write, metrics=metrics, overlays=overlays,
                                       max_frames=args.max_frames, tracker=tracker, smoothing=smoothing,
-                                      events=EventConfig(), progress=progress.update, on_step=hook)
-            finally:
+                                      events=EventConfig(), progress=progress.update, on_step=hook,
+                                      should_stop=lambda: stop.requested)
+            except BaseException:
                 progress.done()
                 if hook is not None:
-                    summary = hook.close()  # late answers still reach the output before it closes
-                    if not args.quiet:
-                        print(f"emostream: {summary}", file=sys.stderr)
+                    # Late answers still go out if the output works; if it is what failed, the
+                    # error already on its way is the one to report.
+                    with contextlib.suppress(OutputError):
+                        hook.close()
+                raise
+            progress.done()
+            if hook is not None:
+                summary = hook.close()  # late answers still reach the output before it closes
+                if not args.quiet:
+                    print(f"emostream: {summary}", file=sys.stderr)
     finally:
         if escalator is not None:
             escalator.close(drain_s=0)
@@ -192,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"emostream: error: {r.error} (after {r.frames} frames of {r.stream}; those records were "
                   "written)", file=sys.stderr)
             status = 1
-        elif r.live and (args.max_frames is None or r.frames < args.max_frames):
+        elif r.live and not r.interrupted and (args.max_frames is None or r.frames < args.max_frames):
             print(f"emostream: error: live source {r.uri} ended (end of stream)", file=sys.stderr)
             status = 1
     return status
