@@ -66,7 +66,7 @@ def _haar_ms(images: list[np.ndarray]) -> float:
 def bench(args: argparse.Namespace) -> int:
     n_decode, t_decode, sample = _decode_only(args.source, args.frames)
     analyzer = FrameAnalyzer(FaceDetector(model=args.detector, min_score=args.min_score),
-                             load_engine(args.engine, args.model, threads=args.threads))
+                             load_engine(args.engine, args.model, threads=args.threads, tta=args.tta))
     frames = faces = 0
     timer = StageTimer()
     with open_source(args.source) as src:

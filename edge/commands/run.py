@@ -35,6 +35,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"registered model name or path to a model card/.onnx (default: {DEFAULT_MODEL})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine (default: runtime's)")
+    p.add_argument("--tta", action="store_true",
+                   help="horizontal-flip test-time augmentation: each face and its mirror in one batch "
+                        "(student: +1.3 points on FER2013 val, about 1.5x the inference time)")
 
 
 def add_detector_args(p: argparse.ArgumentParser) -> None:
@@ -179,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         with stop.deferred():  # native model loading: a signal is honoured when it is done
             analyzer = FrameAnalyzer(
                 FaceDetector(model=args.detector, min_score=args.min_score),
-                load_engine(args.engine, args.model, threads=args.threads),
+                load_engine(args.engine, args.model, threads=args.threads, tta=args.tta),
                 timer,
             )
     except BaseException:

@@ -129,3 +129,11 @@ def test_test_source_with_max_frames(tmp_path):
     frames = [r["frame"] for r in records(out)]
     assert len(frames) == 5, frames
     assert all(b > a for a, b in zip(frames, frames[1:])), frames
+
+
+def test_tta_flag_runs_the_mirrored_engine(data_file):
+    proc = emostream("run", str(data_file("multiface/single_face.jpg")), "--tta", "--reasoner", "none")
+    assert proc.returncode == 0, proc.stderr
+    frames = [r for r in map(json.loads, proc.stdout.splitlines()) if r["type"] == "frame"]
+    assert len(frames) == 1 and frames[0]["faces"][0]["label"] == "happy"
+    assert "onnxruntime+flip-tta/" in proc.stderr.strip().splitlines()[-1]
