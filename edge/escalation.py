@@ -470,8 +470,12 @@ class RemoteEscalator(Escalator):
                 try:
                     sock.send(data, zmq.NOBLOCK)
                 except zmq.Again:
-                    self._counts["dropped_unreachable"] += 1
-                    continue
+                    # zmq's send queue is full (its high-water mark is approximate: a burst can hit it
+                    # below max_in_flight) or the connection just went and the monitor has not said so
+                    # yet. Either way this is back-pressure, not a loss: the keyframe goes back to the
+                    # head of the queue and is tried again next tick, until its deadline.
+                    self._queue.appendleft(item)
+                    return
                 self._counts["sent"] += 1
                 self._in_flight[msg["id"]] = item
 

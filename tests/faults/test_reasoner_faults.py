@@ -343,7 +343,7 @@ def test_edge_drops_and_counts_malformed_replies_from_a_hostile_reasoner(tmp_pat
             time.sleep(0.02)
         assert esc.connected
         for i in range(len(script)):
-            esc.submit(keyframe(i, deadline_ms=2000))  # id-less broken replies leave theirs to expire
+            esc.submit(keyframe(i, deadline_ms=5000))  # id-less broken replies leave theirs to expire
         records: list[dict] = []
         end = time.monotonic() + 60
         while time.monotonic() < end:
