@@ -63,11 +63,13 @@ def test_fifty_idle_and_half_open_connections_neither_exhaust_threads_nor_block_
                 s.sendall(b"GET /metr")  # half a request line, never finished
             idle.append(s)
         time.sleep(0.3)  # let the server accept them all
-        # baseline + the server's accept thread + at most `limit` connection threads
-        assert threading.active_count() <= baseline + 1 + limit, threading.active_count()
+        # baseline + the server's accept thread + at most `limit` connection threads (+2: a pushed-out
+        # thread frees its slot a moment before it has finished); unbounded, this would be +50
+        bound = baseline + 1 + limit + 2
+        assert threading.active_count() <= bound, threading.active_count()
         text = scrape(server.url)
         assert 'emostream_frames_total{stream="cam0"} 1.0' in text
-        assert threading.active_count() <= baseline + 1 + limit
+        assert threading.active_count() <= bound
         # Every idle client is closed: pushed out to make room, or timed out after 2 s.
         for s in idle:
             assert closed_by_server(s, limit_s=15.0)
