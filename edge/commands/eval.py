@@ -6,16 +6,19 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from edge.commands.run import add_detector_args, add_engine_args
-from edge.labelled import load_labelled_images
+from edge.labelled import DatasetError, load_labelled_images
 from edge.output import Progress
 from edge.scoring import score
 from edge.timing import StageTimer
 from engines.emotion import load_engine
+from streams.errors import SourceError
+from streams.still import check_size, decode_fitted, probe_image
 
 NO_FACE = "(no face)"
 BATCH = 64
@@ -32,10 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-detect", dest="detect", action="store_false",
                    help="images are already face crops (e.g. FER2013): just resize")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N images")
     add_engine_args(p)
     add_detector_args(p)
     p.set_defaults(handler=evaluate)
+
+
+def _positive_int(text: str) -> int:
+    """``--limit 0`` or ``-3`` would quietly evaluate all or all-but-3 images; refuse them instead."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -52,7 +66,7 @@ def evaluate(args: argparse.Namespace) -> int:
     timer = StageTimer()
     progress = Progress(enabled=not args.json or sys.stderr.isatty(), unit="images", per="images/s")
     predicted: list[str] = []
-    unreadable: list[str] = []
+    unreadable: list[tuple[str, str]] = []  # (path, why)
     no_face = 0
     start = time.perf_counter()
     try:
@@ -61,12 +75,12 @@ def evaluate(args: argparse.Namespace) -> int:
             for path in files[lo : lo + BATCH]:
                 with timer.stage("load"):
                     crop = _crop(path, engine.input_size, detector, timer)
-                if crop is None or crop is NO_FACE:
+                if isinstance(crop, Unreadable) or crop is NO_FACE:
                     slots.append(None)
                     if crop is NO_FACE:
                         no_face += 1
                     else:
-                        unreadable.append(str(path))
+                        unreadable.append((str(path), crop.why))
                 else:
                     slots.append(len(crops))
                     crops.append(crop)
@@ -81,6 +95,11 @@ def evaluate(args: argparse.Namespace) -> int:
         if detector:
             detector.close()
     elapsed = time.perf_counter() - start
+    if unreadable and len(unreadable) == len(files):
+        # An accuracy of 0.0 over images never seen would be reported as a (terrible) result.
+        first, why = unreadable[0]
+        raise DatasetError(f"none of the {len(files)} images in {data.root} ({data.source}) could be read "
+                           f"(first: {first}: {why})")
     faces = len(predicted) - no_face - len(unreadable)
     s = score(truth, predicted, engine.labels)
     result = {
@@ -104,25 +123,52 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         _print_report(result)
-    for path in unreadable[:5]:
-        print(f"emostream: warning: could not read image {path}", file=sys.stderr)
+    for path, why in unreadable[:5]:
+        print(f"emostream: warning: could not read image {path}: {why}", file=sys.stderr)
+    if len(unreadable) > 5:
+        print(f"emostream: warning: … and {len(unreadable) - 5} more unreadable images", file=sys.stderr)
     return 0
 
 
-def _crop(path, size: int, detector, timer: StageTimer) -> np.ndarray | str | None:
+@dataclass(frozen=True)
+class Unreadable:
+    """Why an image gave no pixels; counted as wrong and reported, never silently dropped."""
+
+    why: str
+
+
+def _read(path, *, gray: bool) -> np.ndarray | Unreadable:
+    """Decode an image (grey, or RGB) under the same size rules as ``emostream run`` (streams.still).
+
+    A giant image is fitted to 4096 px while decoding, and one past the pixel limits is refused from
+    its header: one bomb in a folder must not take the evaluation down (it is counted unreadable).
+    """
+    try:
+        header = probe_image(path)
+        if header is not None:
+            check_size(header, "it")
+            if header.oversized:
+                rgb = decode_fitted(path, header, "it")
+                return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if gray else rgb
+    except SourceError as exc:
+        return Unreadable(str(exc))
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
+    if image is None:
+        return Unreadable("not a decodable image")
+    return image if gray else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _crop(path, size: int, detector, timer: StageTimer) -> np.ndarray | str | Unreadable:
     """The network's input for one image: largest detected face, or the whole image as a crop.
 
-    None means the image could not be decoded; ``NO_FACE`` that it decoded but holds no face.
+    :class:`Unreadable` means the image could not be decoded; ``NO_FACE`` that it decoded but holds no face.
     """
+    image = _read(path, gray=detector is None)
+    if isinstance(image, Unreadable):
+        return image
     if detector is None:
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
-            return None
-        return cv2.resize(gray, (size, size), interpolation=cv2.INTER_LINEAR)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        return None
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    rgb = image
     with timer.stage("detect"):
         faces = detector.detect(rgb)
     if not len(faces):
