@@ -106,7 +106,12 @@ def _header(csv_path: Path, reader) -> tuple[int, int, tuple[str, ...]]:
             break
     else:
         raise DatasetError(f"{csv_path} is empty (expected a header with columns file,label)")
-    names = tuple(field.strip().lower() for field in header)
+    if any("\x00" in field for field in header):
+        # UTF-16 without a byte-order mark decodes as "UTF-8" with a NUL after every letter.
+        raise DatasetError(f"{csv_path}:{reader.line_num}: not UTF-8 text (NUL bytes: UTF-16?); "
+                           "save the file as UTF-8")
+    # A byte-order mark that survived (a second one, or one inside a joined file) is not part of a name.
+    names = tuple(field.replace("\ufeff", "").strip().lower() for field in header)
     for name in ("file", "label"):
         if names.count(name) > 1:
             raise DatasetError(f"{csv_path}:{reader.line_num}: column {_show(name)} appears twice in the header")
@@ -127,7 +132,7 @@ def _row(csv_path: Path, line: int, row: list[str], columns: tuple[int, int, tup
         raise DatasetError(f"{where}: {len(row)} fields where the header has {len(names)} "
                            "(quote a file name that contains a comma)")
     name, label = row[file_at].strip(), row[label_at].strip()
-    if tuple(field.strip().lower() for field in row[: len(names)]) == names:
+    if tuple(field.replace("\ufeff", "").strip().lower() for field in row[: len(names)]) == names:
         raise DatasetError(f"{where}: the header appears again (two files joined together?)")
     if not name or not label:
         raise DatasetError(f"{where}: empty file or label")
