@@ -6,7 +6,8 @@ and so that the mapping URI -> pipeline can be tested without media.
 Accepted forms:
 
 * ``path/to/clip.mp4``, ``/abs/clip.mov``, ``file:///abs/clip.mp4``, ``file://relative/clip.mp4`` -- a
-  file; still images (``.jpg .jpeg .png .bmp``) are delivered as a single frame.
+  file; still images (``.jpg .jpeg .png .bmp``) are delivered as a single frame, larger than 4096 px on a
+  side fitted to 4096 px and past the pixel limits refused (:mod:`streams.still`).
 * ``/dev/videoN``, ``v4l2:///dev/videoN`` -- a V4L2 camera.
 * ``csi://N`` -- a Jetson MIPI CSI camera (``nvarguscamerasrc sensor-id=N``).
 * ``rtsp://host[:port]/path`` (also ``rtsps://``, ``rtspt://``) -- an RTSP stream.
