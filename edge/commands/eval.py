@@ -57,7 +57,7 @@ def evaluate(args: argparse.Namespace) -> int:
     files, truth = list(data.files), list(data.labels)
     if args.limit:
         files, truth = files[: args.limit], truth[: args.limit]
-    engine = load_engine(args.engine, args.model, threads=args.threads)
+    engine = load_engine(args.engine, args.model, threads=args.threads, tta=args.tta)
     detector = None
     if args.detect:
         from edge.faces import FaceDetector

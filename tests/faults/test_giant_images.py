@@ -156,26 +156,36 @@ class Measured:
     seconds: float
 
 
+#: Reaps ``emostream`` and prints its rusage peak. It runs as a fresh small process because Linux keeps
+#: a process's pre-exec peak across execve: a child forked straight from this (GB-sized) pytest process
+#: would report pytest's RSS, not its own.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-m", "edge.cli", *sys.argv[2:]])
+_, status, usage = os.wait4(pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(*args: str, tmp: Path, timeout: float = 120) -> Measured:
-    """Run ``emostream ARGS`` and reap it with ``os.wait4``: its own peak RSS, not the children's maximum."""
+    """Run ``emostream ARGS`` under a small launcher that reaps it with ``os.wait4``: its own peak RSS."""
     env = {**os.environ, "GLOG_minloglevel": "2"}
-    out, err = tmp / "child.out", tmp / "child.err"
+    out, err, rss = tmp / "child.out", tmp / "child.err", tmp / "child.maxrss"
     started = time.monotonic()
     with open(out, "wb") as fo, open(err, "wb") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *args], stdout=fo, stderr=fe, env=env, cwd=REPO)
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                pytest.fail(f"emostream {' '.join(args)} ran past {timeout} s")
-            time.sleep(0.05)
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(rss), *args], stdout=fo, stderr=fe,
+                                env=env, cwd=REPO, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            pytest.fail(f"emostream {' '.join(args)} ran past {timeout} s")
     seconds = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-    return Measured(proc.returncode, out.read_text(), err.read_text(), usage.ru_maxrss * 1024, seconds)
+    return Measured(returncode, out.read_text(), err.read_text(), int(rss.read_text()) * 1024, seconds)
 
 
 def frames_of(stdout: str) -> list[dict]:
