@@ -482,7 +482,15 @@ class VideoSource:
         return f"{what}: {text}"
 
     def _no_video_text(self) -> str:
-        """Audio-only files expose pads (none video); a corrupt file typefound as something exposes none."""
+        """Audio-only files expose pads (none video); a corrupt file typefound as something exposes none.
+
+        A video stream whose decoder is not installed also ends up unlinked: decodebin's missing-plugin
+        message says so, and that is the advice the user needs.
+        """
+        if self._missing_plugins:
+            needs = "; ".join(self._missing_plugins)
+            return (f"cannot decode {_describe(self._spec)}: missing GStreamer plug-in: {needs} "
+                    "(install gstreamer1.0-libav)")
         with self._links.lock:
             pads = self._links.pads
         if pads:
