@@ -14,7 +14,7 @@ APT_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugin
   gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 libgirepository1.0-dev libcairo2-dev pkg-config python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench system venv edge-venv fer-weights clean
+.PHONY: run test faults lint bench system venv edge-venv fer-weights clean
 
 # --- system packages (GStreamer + what pygobject needs to build) -----------------------------
 .cache/apt.stamp: Makefile
@@ -56,6 +56,9 @@ run: edge-venv
 test: venv fer-weights
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
+
+faults: venv
+	$(VENV)/bin/python -m pytest -q -m faults
 
 lint: venv
 	$(VENV)/bin/ruff check .
