@@ -28,12 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from calibration.int8 import FaceCalibrationReader, quantize_qdq, stratified_sample  # noqa: E402
-from calibration.temperature import expected_calibration_error  # noqa: E402
-from engines.emotion import load_engine, load_model_info  # noqa: E402
-from engines.emotion.engine import EmotionModelInfo  # noqa: E402
-from training.data import load_fer_cached  # noqa: E402
-from training.loop import macro_f1  # noqa: E402
+from emostream.calibration.int8 import FaceCalibrationReader, quantize_qdq, stratified_sample  # noqa: E402
+from emostream.calibration.temperature import expected_calibration_error  # noqa: E402
+from emostream.engines.emotion import load_engine, load_model_info  # noqa: E402
+from emostream.engines.emotion.engine import EmotionModelInfo  # noqa: E402
+from emostream.training.data import load_fer_cached  # noqa: E402
+from emostream.training.loop import macro_f1  # noqa: E402
 
 
 @dataclass

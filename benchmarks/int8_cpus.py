@@ -32,8 +32,8 @@ CPUS = {
 
 
 def _worker(faces: int, fp32: str, int8: str) -> None:
-    from engines.emotion import load_engine
-    from training.data import load_fer_cached
+    from emostream.engines.emotion import load_engine
+    from emostream.training.data import load_fer_cached
 
     val = load_fer_cached(REPO.parent / "shared" / "data" / "fer2013", "val", cache_dir=REPO / ".cache")
     idx = np.linspace(0, len(val) - 1, min(faces, len(val))).astype(int)

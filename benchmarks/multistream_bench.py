@@ -28,12 +28,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.faces import FaceDetector  # noqa: E402
-from edge.multistream import run_streams  # noqa: E402
-from edge.pipeline import FrameAnalyzer  # noqa: E402
-from edge.timing import StageTimer  # noqa: E402
-from engines.emotion import DEFAULT_MODEL, load_engine  # noqa: E402
-from streams import open_source  # noqa: E402
+from emostream.edge.faces import FaceDetector  # noqa: E402
+from emostream.edge.multistream import run_streams  # noqa: E402
+from emostream.edge.pipeline import FrameAnalyzer  # noqa: E402
+from emostream.edge.timing import StageTimer  # noqa: E402
+from emostream.engines.emotion import DEFAULT_MODEL, load_engine  # noqa: E402
+from emostream.streams import open_source  # noqa: E402
 
 
 def default_clip() -> Path:

@@ -29,8 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engines.labels import CANONICAL_LABELS  # noqa: E402
-from reasoner.schema import SCHEMA_VERSION, pack, unpack  # noqa: E402
+from emostream.engines.labels import CANONICAL_LABELS  # noqa: E402
+from emostream.reasoner.schema import SCHEMA_VERSION, pack, unpack  # noqa: E402
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ def start(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reasoner", "reasoner", "--bind", endpoint, *args],
+            [sys.executable, "-m", "emostream.reasoner", "reasoner", "--bind", endpoint, *args],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -147,7 +147,7 @@ def main() -> int:
         tmp = Path(tmp)
         vlm_dir = None
         if args.n_vlm > 0:
-            from engines.vlm.tiny import build_tiny_vlm
+            from emostream.engines.vlm.tiny import build_tiny_vlm
 
             vlm_dir = build_tiny_vlm(tmp / "tiny-vlm")
         configs = [("knowledge", [], args.n)]

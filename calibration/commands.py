@@ -55,9 +55,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _eval_engine(card: Path, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
                  temperature: float) -> tuple[dict, np.ndarray]:
     """Run a card through ONNX Runtime (2 threads) and score it; returns metrics and the raw logits."""
-    from calibration.temperature import expected_calibration_error, softmax
-    from engines.emotion import load_engine
-    from training.loop import evaluate_logits
+    from emostream.calibration.temperature import expected_calibration_error, softmax
+    from emostream.engines.emotion import load_engine
+    from emostream.training.loop import evaluate_logits
 
     eng = load_engine("onnxruntime", card, threads=2)
     # The engine applies the card's temperature; read the logits back as log-probs at T=1 for fitting.
@@ -77,7 +77,7 @@ def _crossfit_ece(logits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[fl
     "Before" is scored on the same halves, so the pair compares like with like (ECE on ~1,800 faces is
     noisier than on all 3,589).
     """
-    from calibration.temperature import expected_calibration_error, fit_temperature, softmax
+    from emostream.calibration.temperature import expected_calibration_error, fit_temperature, softmax
 
     perm = np.random.default_rng(seed).permutation(len(labels))
     halves = (perm[: len(perm) // 2], perm[len(perm) // 2:])
@@ -94,11 +94,11 @@ def calibrate_checkpoint(checkpoint: Path, name: str, models_dir: Path, data: Pa
                          activations: str = "u8") -> dict:
     import torch
 
-    from calibration.int8 import FaceCalibrationReader, quantize_qdq, stratified_sample
-    from calibration.temperature import fit_temperature
-    from training.data import load_fer_cached
-    from training.export import export_onnx
-    from training.models import arch_kwargs, count_macs, load_checkpoint, load_checkpoint_model
+    from emostream.calibration.int8 import FaceCalibrationReader, quantize_qdq, stratified_sample
+    from emostream.calibration.temperature import fit_temperature
+    from emostream.training.data import load_fer_cached
+    from emostream.training.export import export_onnx
+    from emostream.training.models import arch_kwargs, count_macs, load_checkpoint, load_checkpoint_model
 
     ckpt = load_checkpoint(checkpoint)
     model = load_checkpoint_model(checkpoint)

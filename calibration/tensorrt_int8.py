@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.int8 import FaceCalibrationReader
+from emostream.calibration.int8 import FaceCalibrationReader
 
 
 class TensorRTCalibrationError(Exception):
@@ -42,7 +42,7 @@ def write_cache(path: str | Path, data: bytes | memoryview) -> None:
 
 
 def _cudart() -> Any:
-    from engines.emotion.tensorrt_backend import _import_cudart
+    from emostream.engines.emotion.tensorrt_backend import _import_cudart
 
     cudart = _import_cudart()
     if cudart is None:

@@ -13,17 +13,17 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from edge import shutdown
+from emostream.edge import shutdown
 
 #: Modules that contribute subcommands. A module that fails to import because an optional extra is
 #: missing (e.g. the reasoner without pyzmq) simply does not register; its absence is reported
 #: if the user asks for it.
 COMMAND_MODULES: tuple[str, ...] = (
-    "edge.commands.run",
-    "edge.commands.eval",
-    "edge.commands.bench",
-    "reasoner.commands",
-    "training.commands",
+    "emostream.edge.commands.run",
+    "emostream.edge.commands.eval",
+    "emostream.edge.commands.bench",
+    "emostream.reasoner.commands",
+    "emostream.training.commands",
 )
 
 
@@ -97,9 +97,7 @@ def is_user_error(exc: BaseException) -> bool:
     """Our own error classes (SourceError, EngineError, …) all mean bad input, not a bug."""
     if isinstance(exc, (UserError, FileNotFoundError)):
         return True
-    return type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] in {
-        "streams", "edge", "engines", "calibration", "reasoner", "training",
-    }
+    return type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] == "emostream"
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reasoner.schema import (
+from emostream.reasoner.schema import (
     MAX_MESSAGE_BYTES,
     MAX_TEXT,
     ProtocolError,
@@ -271,14 +271,14 @@ class InprocEscalator(Escalator):
     """``--reasoner inproc``: the knowledge engine (or any reasoner core) on a worker thread."""
 
     def __init__(self, labels: Sequence[str], *, reasoner: Any = None, queue_size: int = 16) -> None:
-        from reasoner.core import Reasoner
+        from emostream.reasoner.core import Reasoner
 
         self.reasoner = reasoner or Reasoner()
         self.engine = f"inproc:{self.reasoner.name}"
         super().__init__(labels, queue_size=queue_size)
 
     def _run(self) -> None:
-        from reasoner.schema import error_reply, validate_keyframe
+        from emostream.reasoner.schema import error_reply, validate_keyframe
 
         while not self._stop.is_set():
             item = self._take()
@@ -316,7 +316,7 @@ class RemoteEscalator(Escalator):
         tick_ms: int = 5,
         connect_grace_s: float = 1.0,
     ) -> None:
-        from reasoner.keys import client_pair, require_secure
+        from emostream.reasoner.keys import client_pair, require_secure
 
         try:
             require_secure(endpoint, keys_dir, insecure)
@@ -512,7 +512,7 @@ class EscalationHook:
 
     def __init__(self, escalator: Escalator, write: Any, policy: Any = None, deadline_ms: int = 3000,
                  metrics: Any = None) -> None:
-        from edge.keyframes import KeyframePolicy
+        from emostream.edge.keyframes import KeyframePolicy
 
         self.escalator = escalator
         self.write = write
@@ -522,7 +522,7 @@ class EscalationHook:
         self._reported = dict.fromkeys(self._DROP_COUNTERS, 0)
 
     def __call__(self, step: Any) -> None:
-        from edge.keyframes import make_keyframe
+        from emostream.edge.keyframes import make_keyframe
 
         a = step.analysis
         frame = a.frame

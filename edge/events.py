@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.smoothing import SmoothedState
+from emostream.edge.smoothing import SmoothedState
 
 EVENT_KINDS = ("track_start", "emotion_change", "track_end")
 #: Why a track ended: not seen for ``lost_seconds``, its stream ended, its stream failed, or the run

@@ -34,15 +34,15 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from edge.events import EventConfig, StreamEvents
-from edge.metrics import Metrics
-from edge.overlay import OverlayFace, draw_overlay
-from edge.pipeline import FrameAnalysis, FrameAnalyzer
-from edge.smoothing import SmoothedState, SmoothingConfig, TrackSmoother
-from edge.tracking import FaceTracker, TrackerConfig
-from engines.emotion.valence_arousal import valence_arousal
-from streams import Frame, SourceError, VideoSource
-from streams.sink import SinkError, VideoSink, open_sink
+from emostream.edge.events import EventConfig, StreamEvents
+from emostream.edge.metrics import Metrics
+from emostream.edge.overlay import OverlayFace, draw_overlay
+from emostream.edge.pipeline import FrameAnalysis, FrameAnalyzer
+from emostream.edge.smoothing import SmoothedState, SmoothingConfig, TrackSmoother
+from emostream.edge.tracking import FaceTracker, TrackerConfig
+from emostream.engines.emotion.valence_arousal import valence_arousal
+from emostream.streams import Frame, SourceError, VideoSource
+from emostream.streams.sink import SinkError, VideoSink, open_sink
 
 #: Frames a file reader may decode ahead of the analyzer (bounded memory, overlapped decoding).
 _FILE_AHEAD = 2

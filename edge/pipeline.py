@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.faces import FaceDetector, Faces, align_faces
-from edge.timing import StageTimer
-from engines.emotion import EmotionEngine
-from streams import Frame
+from emostream.edge.faces import FaceDetector, Faces, align_faces
+from emostream.edge.timing import StageTimer
+from emostream.engines.emotion import EmotionEngine
+from emostream.streams import Frame
 
 #: Probabilities are written with this many decimals: enough to rank and to average, and it keeps a
 #: JSON line per frame short.

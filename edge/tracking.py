@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import supervision as sv  # at import time, like mediapipe: matplotlib must load before GStreamer runs
 
-from edge.faces import Faces
+from emostream.edge.faces import Faces
 
 
 class TrackingError(Exception):

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from edge.cli import is_user_error
+from emostream.edge.cli import is_user_error
 
 from .commands import register
 

@@ -74,13 +74,13 @@ def build_reasoner(args: argparse.Namespace) -> Reasoner:
         raise ReasonerCommandError("--max-wait-ms must not be negative")
     gate = None
     if args.gate:
-        from calibration.fusion import load_gate
+        from emostream.calibration.fusion import load_gate
 
         gate = load_gate(args.gate)
     from .schema import answer_json_schema, answer_lark_grammar
 
     if args.vlm:
-        from engines.vlm.transformers_engine import TransformersEngine
+        from emostream.engines.vlm.transformers_engine import TransformersEngine
 
         engine: Any = TransformersEngine(
             args.vlm,
@@ -90,7 +90,7 @@ def build_reasoner(args: argparse.Namespace) -> Reasoner:
             device=args.device,
         )
     elif args.vlm_url:
-        from engines.vlm.openai_engine import OpenAIEngine
+        from emostream.engines.vlm.openai_engine import OpenAIEngine
 
         engine = OpenAIEngine(
             args.vlm_url, model=args.vlm_model, schema_fn=answer_json_schema, timeout_s=args.vlm_timeout

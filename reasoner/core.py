@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from calibration.fusion import Gate, fixed_gate
-from engines.vlm import VLMError, VLMPrompt
+from emostream.calibration.fusion import Gate, fixed_gate
+from emostream.engines.vlm import VLMError, VLMPrompt
 
 from .knowledge import KnowledgeEngine
 from .prompts import SYSTEM_PROMPT, emotion_instruction

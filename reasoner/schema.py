@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from engines.labels import CANONICAL_LABELS
+from emostream.engines.labels import CANONICAL_LABELS
 
 #: Bump when a field changes meaning; the reasoner refuses other versions with ``bad_version``.
 SCHEMA_VERSION = 1

@@ -4,9 +4,9 @@
 images with timestamps); every failure is a :class:`SourceError` with one readable line.
 """
 
-from streams.errors import SourceError, SourceNotFoundError, SourceTimeoutError, UnsupportedSourceError
-from streams.source import Frame, VideoSource, open_source
-from streams.uri import KNOWN_SCHEMES, SourceSpec, parse_uri
+from emostream.streams.errors import SourceError, SourceNotFoundError, SourceTimeoutError, UnsupportedSourceError
+from emostream.streams.source import Frame, VideoSource, open_source
+from emostream.streams.uri import KNOWN_SCHEMES, SourceSpec, parse_uri
 
 __all__ = [
     "KNOWN_SCHEMES",

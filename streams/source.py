@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from streams.errors import ImageTooLargeError, SourceError, SourceTimeoutError, UnsupportedSourceError
-from streams.still import MAX_FRAME_PIXELS, check_size, decode_fitted, probe_image
-from streams.uri import SourceSpec, parse_uri
+from emostream.streams.errors import ImageTooLargeError, SourceError, SourceTimeoutError, UnsupportedSourceError
+from emostream.streams.still import MAX_FRAME_PIXELS, check_size, decode_fitted, probe_image
+from emostream.streams.uri import SourceSpec, parse_uri
 
 #: How long one blocking pull waits before the bus is checked again (ns). Short enough that errors
 #: surface promptly, long enough that an idle live source does not spin.

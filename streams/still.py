@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.errors import ImageTooLargeError, SourceError
+from emostream.streams.errors import ImageTooLargeError, SourceError
 
 #: Largest side (px) of a still image as delivered; larger images are scaled down to fit (aspect kept).
 #: 4096 keeps a frame under 50 MB of RGB while leaving far more pixels than the face detector

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from streams.errors import SourceError, SourceNotFoundError, UnsupportedSourceError
+from emostream.streams.errors import SourceError, SourceNotFoundError, UnsupportedSourceError
 
 KNOWN_SCHEMES = ("file", "v4l2", "csi", "rtsp", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -42,7 +42,7 @@ def data_file(shared_data: Path):
 def run_emostream(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the real `emostream` CLI in a child process (quiet MediaPipe logging)."""
     env = {**os.environ, "GLOG_minloglevel": "2"}
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "emostream", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.data import DatasetError
+from emostream.training.data import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FER = REPO.parent / "shared" / "data" / "fer2013"
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.set_defaults(handler=_cmd_distill)
 
     try:
-        from calibration.commands import add_calibrate_parser
+        from emostream.calibration.commands import add_calibrate_parser
     except ModuleNotFoundError:  # calibration extras missing: the rest of the training commands still work
         return
     add_calibrate_parser(subparsers)
@@ -70,10 +70,10 @@ def _common(p: argparse.ArgumentParser, arch: str, epochs: int, out: str) -> Non
 def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temperature: float) -> int:
     import numpy as np
 
-    from training.data import load_fer_cached
-    from training.loop import TrainConfig, train
-    from training.models import build_model
-    from training.teachers import load_teacher
+    from emostream.training.data import load_fer_cached
+    from emostream.training.loop import TrainConfig, train
+    from emostream.training.models import build_model
+    from emostream.training.teachers import load_teacher
 
     try:
         model = build_model(args.arch)
@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
 
 def _init_state(spec: str, arch: str, labels: tuple[str, ...]) -> dict:
     """Weights to start from: a training checkpoint or a registered model with torch weights."""
-    from training.models import CheckpointError, load_checkpoint
+    from emostream.training.models import CheckpointError, load_checkpoint
 
     ckpt = load_checkpoint(spec)
     if ckpt["arch"] != arch:

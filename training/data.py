@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.labelled import IMAGE_SUFFIXES, DatasetError, read_labels_csv
-from engines.labels import canonical_label
+from emostream.edge.labelled import IMAGE_SUFFIXES, DatasetError, read_labels_csv
+from emostream.engines.labels import canonical_label
 
 #: The 7 FER2013 classes in canonical (AffectNet-8) order, contempt omitted. Models trained here
 #: declare this order in their card; indices never leave the model without their names.

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from training.augment import AugmentConfig, augment_batch
-from training.data import FaceDataset
-from training.kd import kd_loss
+from emostream.training.augment import AugmentConfig, augment_batch
+from emostream.training.data import FaceDataset
+from emostream.training.kd import kd_loss
 
 
 class TrainingError(Exception):

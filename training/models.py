@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engines.emotion.plain_convnet import PlainConvNet
+from emostream.engines.emotion.plain_convnet import PlainConvNet
 
 #: arch name -> PlainConvNet kwargs. MACs at 48x48: student 15.9M, student_wide 18.9M, teacher_s 153M,
 #: teacher 469M (see ``count_macs``).
@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _checkpoint_from_card(name: str) -> dict[str, Any]:
-    from engines.emotion import EngineError, load_model_info
+    from emostream.engines.emotion import EngineError, load_model_info
 
     try:
         info = load_model_info(name)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models import CheckpointError, load_checkpoint_model
+from emostream.training.models import CheckpointError, load_checkpoint_model
 
 
 class CardTeacher(nn.Module):
@@ -46,8 +46,8 @@ def load_teacher(spec: str | Path, labels: Sequence[str], student_mean: float = 
     path = Path(spec)
     if path.suffix == ".pt" or path.is_file() and path.suffix not in (".json", ".onnx"):
         return load_checkpoint_model(path)
-    from engines.emotion import load_model_info
-    from engines.emotion.archs import build_arch
+    from emostream.engines.emotion import load_model_info
+    from emostream.engines.emotion.archs import build_arch
 
     info = load_model_info(str(spec))
     if info.arch is None or info.torch_state is None or not info.torch_state.is_file():

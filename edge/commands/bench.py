@@ -14,12 +14,12 @@ import time
 import cv2
 import numpy as np
 
-from edge.commands.run import add_detector_args, add_engine_args
-from edge.faces import FaceDetector
-from edge.pipeline import FrameAnalyzer
-from edge.timing import StageTimer
-from engines.emotion import load_engine
-from streams import open_source
+from emostream.edge.commands.run import add_detector_args, add_engine_args
+from emostream.edge.faces import FaceDetector
+from emostream.edge.pipeline import FrameAnalyzer
+from emostream.edge.timing import StageTimer
+from emostream.engines.emotion import load_engine
+from emostream.streams import open_source
 
 STAGES = ("decode", "detect", "align", "infer")
 

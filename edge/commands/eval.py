@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.commands.run import add_detector_args, add_engine_args
-from edge.labelled import DatasetError, load_labelled_images
-from edge.output import Progress
-from edge.scoring import score
-from edge.timing import StageTimer
-from engines.emotion import load_engine
-from streams.errors import SourceError
-from streams.still import check_size, decode_fitted, probe_image
+from emostream.edge.commands.run import add_detector_args, add_engine_args
+from emostream.edge.labelled import DatasetError, load_labelled_images
+from emostream.edge.output import Progress
+from emostream.edge.scoring import score
+from emostream.edge.timing import StageTimer
+from emostream.engines.emotion import load_engine
+from emostream.streams.errors import SourceError
+from emostream.streams.still import check_size, decode_fitted, probe_image
 
 NO_FACE = "(no face)"
 BATCH = 64
@@ -60,7 +60,7 @@ def evaluate(args: argparse.Namespace) -> int:
     engine = load_engine(args.engine, args.model, threads=args.threads, tta=args.tta)
     detector = None
     if args.detect:
-        from edge.faces import FaceDetector
+        from emostream.edge.faces import FaceDetector
 
         detector = FaceDetector(model=args.detector, min_score=args.min_score)
     timer = StageTimer()
@@ -173,7 +173,7 @@ def _crop(path, size: int, detector, timer: StageTimer) -> np.ndarray | str | Un
         faces = detector.detect(rgb)
     if not len(faces):
         return NO_FACE
-    from edge.faces import align_faces
+    from emostream.edge.faces import align_faces
 
     largest = int(np.argmax(faces.boxes[:, 2] * faces.boxes[:, 3]))
     with timer.stage("align"):

@@ -9,21 +9,21 @@ import sys
 import time
 from pathlib import Path
 
-from edge import shutdown
-from edge.escalation import EscalationHook, open_escalator
-from edge.events import EventConfig
-from edge.faces import FaceDetector
-from edge.metrics import Metrics
-from edge.multistream import StreamConfigError, run_streams
-from edge.output import JsonLinesWriter, OutputError, Progress
-from edge.pipeline import FrameAnalyzer
-from edge.smoothing import SmoothingConfig
-from edge.timing import StageTimer
-from edge.tracking import TrackerConfig
-from engines.emotion import DEFAULT_MODEL, load_engine
-from streams import SourceError, open_source
-from streams.sink import parse_sink_uri
-from streams.uri import parse_uri
+from emostream.edge import shutdown
+from emostream.edge.escalation import EscalationHook, open_escalator
+from emostream.edge.events import EventConfig
+from emostream.edge.faces import FaceDetector
+from emostream.edge.metrics import Metrics
+from emostream.edge.multistream import StreamConfigError, run_streams
+from emostream.edge.output import JsonLinesWriter, OutputError, Progress
+from emostream.edge.pipeline import FrameAnalyzer
+from emostream.edge.smoothing import SmoothingConfig
+from emostream.edge.timing import StageTimer
+from emostream.edge.tracking import TrackerConfig
+from emostream.engines.emotion import DEFAULT_MODEL, load_engine
+from emostream.streams import SourceError, open_source
+from emostream.streams.sink import parse_sink_uri
+from emostream.streams.uri import parse_uri
 
 ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
 

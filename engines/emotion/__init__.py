@@ -3,7 +3,7 @@
 Importing this package pulls in numpy only; backends load their runtimes when chosen.
 """
 
-from engines.emotion.engine import (
+from emostream.engines.emotion.engine import (
     BACKENDS,
     DEFAULT_MODEL,
     MODEL_REGISTRY,

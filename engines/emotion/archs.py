@@ -10,12 +10,12 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from engines.emotion.engine import EngineError
+from emostream.engines.emotion.engine import EngineError
 
 #: arch name -> "module:callable" returning a torch ``nn.Module``.
 ARCHITECTURES: dict[str, str] = {
-    "mini_xception": "engines.emotion.mini_xception:MiniXception",
-    "plain_convnet": "engines.emotion.plain_convnet:PlainConvNet",
+    "mini_xception": "emostream.engines.emotion.mini_xception:MiniXception",
+    "plain_convnet": "emostream.engines.emotion.plain_convnet:PlainConvNet",
 }
 
 

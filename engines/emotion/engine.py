@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from engines.labels import canonical_label
+from emostream.engines.labels import canonical_label
 
 #: Where shipped model files and their cards live.
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -301,17 +301,17 @@ def _load_backend(backend: str, model: str | Path | EmotionModelInfo, *, threads
     threads = check_threads(threads)
     info = model if isinstance(model, EmotionModelInfo) else load_model_info(model)
     if backend == "auto":
-        from engines.emotion.tensorrt_backend import tensorrt_usable
+        from emostream.engines.emotion.tensorrt_backend import tensorrt_usable
 
         backend = "tensorrt" if tensorrt_usable() else "onnxruntime"
     if backend == "onnxruntime":
-        from engines.emotion.onnxruntime_backend import OnnxRuntimeEngine
+        from emostream.engines.emotion.onnxruntime_backend import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(info, threads=threads)
     if backend == "torch":
-        from engines.emotion.torch_backend import TorchEngine
+        from emostream.engines.emotion.torch_backend import TorchEngine
 
         return TorchEngine(info, threads=threads)
-    from engines.emotion.tensorrt_backend import TensorRTEngine
+    from emostream.engines.emotion.tensorrt_backend import TensorRTEngine
 
     return TensorRTEngine(info, cache_dir=cache_dir)

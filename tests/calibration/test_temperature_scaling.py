@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.temperature import CalibrationError, expected_calibration_error, fit_temperature, nll, softmax
+from emostream.calibration.temperature import (
+    CalibrationError,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    softmax,
+)
 
 
 def _miscalibrated(true_t: float, n: int = 4000, seed: int = 0):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.int8 import FaceCalibrationReader
-from calibration.tensorrt_int8 import read_cache, write_cache
+from emostream.calibration.int8 import FaceCalibrationReader
+from emostream.calibration.tensorrt_int8 import read_cache, write_cache
 
 
 def test_cache_round_trip(tmp_path):
@@ -22,7 +22,7 @@ def test_cache_round_trip(tmp_path):
 
 def test_entropy_calibrator_feeds_batches_and_writes_cache(tmp_path):
     trt = pytest.importorskip("tensorrt", reason="TensorRT is only installable with an NVIDIA GPU (JetPack/CUDA)")
-    from calibration.tensorrt_int8 import make_entropy_calibrator
+    from emostream.calibration.tensorrt_int8 import make_entropy_calibrator
 
     imgs = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
     reader = FaceCalibrationReader(imgs, 0.5, 4.0, batch_size=16)
@@ -40,9 +40,9 @@ def test_entropy_calibrator_feeds_batches_and_writes_cache(tmp_path):
 
 def test_int8_engine_builds_from_the_student(tmp_path, data_file):
     pytest.importorskip("tensorrt", reason="TensorRT is only installable with an NVIDIA GPU (JetPack/CUDA)")
-    from calibration.tensorrt_int8 import build_int8_engine
-    from engines.emotion import load_model_info
-    from training.data import load_fer_split
+    from emostream.calibration.tensorrt_int8 import build_int8_engine
+    from emostream.engines.emotion import load_model_info
+    from emostream.training.data import load_fer_split
 
     info = load_model_info("student")
     val = load_fer_split(data_file("fer2013"), "val")  # any faces: this test checks the build, not accuracy

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from edge.escalation import EscalationError, open_escalator
-from edge.keyframes import KeyframePolicy, PolicyConfig, make_keyframe
-from engines.labels import CANONICAL_LABELS
+from emostream.edge.escalation import EscalationError, open_escalator
+from emostream.edge.keyframes import KeyframePolicy, PolicyConfig, make_keyframe
+from emostream.engines.labels import CANONICAL_LABELS
 from tests.reasoner.procs import REPO, FakeOpenAI, face_crop, reasoner_process
 
 L = CANONICAL_LABELS
@@ -141,7 +141,7 @@ def test_reasoner_killed_mid_stream_edge_keeps_its_rate_and_counts(tmp_path, fac
                 log = open(tmp_path / "second.log", "w")  # noqa: SIM115 - closed below
                 state["log"] = log
                 state["second"] = subprocess.Popen(
-                    [sys.executable, "-m", "reasoner", "reasoner", "--bind", endpoint],
+                    [sys.executable, "-m", "emostream.reasoner", "reasoner", "--bind", endpoint],
                     cwd=REPO,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
@@ -229,7 +229,7 @@ def test_edge_escalation_path_imports_no_torch_or_transformers():
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "emostream", "run", *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
 
 
@@ -272,7 +272,7 @@ def test_reasoner_killed_mid_video_the_edge_finishes_every_frame(tmp_path, data_
     out = tmp_path / "killed.jsonl"
     with reasoner_process(tmp_path) as (reasoner, endpoint, _log):
         edge = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", video, "-o", str(out), "--reasoner", endpoint],
+            [sys.executable, "-m", "emostream", "run", video, "-o", str(out), "--reasoner", endpoint],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         deadline = time.monotonic() + 60

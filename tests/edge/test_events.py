@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.events import EventConfig, EventError, StreamEvents
-from edge.faces import FaceDetector
-from edge.multistream import run_streams
-from edge.pipeline import FrameAnalyzer
-from edge.smoothing import SmoothedState
-from engines.emotion import DEFAULT_MODEL, load_engine
-from streams import open_source
+from emostream.edge.events import EventConfig, EventError, StreamEvents
+from emostream.edge.faces import FaceDetector
+from emostream.edge.multistream import run_streams
+from emostream.edge.pipeline import FrameAnalyzer
+from emostream.edge.smoothing import SmoothedState
+from emostream.engines.emotion import DEFAULT_MODEL, load_engine
+from emostream.streams import open_source
 
 LABELS = ("neutral", "happy", "sad")
 

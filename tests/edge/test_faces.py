@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.faces import (
+from emostream.edge.faces import (
     FER_MARGIN,
     FaceDetector,
     FaceDetectorError,

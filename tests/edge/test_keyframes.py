@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.keyframes import KeyframePolicy, PolicyConfig, make_keyframe
-from engines.labels import CANONICAL_LABELS
-from reasoner.schema import pack, unpack, validate_keyframe
+from emostream.edge.keyframes import KeyframePolicy, PolicyConfig, make_keyframe
+from emostream.engines.labels import CANONICAL_LABELS
+from emostream.reasoner.schema import pack, unpack, validate_keyframe
 
 L = CANONICAL_LABELS
 FPS = 25.0

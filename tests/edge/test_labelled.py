@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.labelled import DatasetError, load_labelled_images
+from emostream.edge.labelled import DatasetError, load_labelled_images
 
 
 def _img(path: Path) -> None:

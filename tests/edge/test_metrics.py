@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from conftest import REPO
 
-from edge.metrics import Metrics, MetricsError
+from emostream.edge.metrics import Metrics, MetricsError
 
 
 def _get(url: str) -> str:
@@ -102,7 +102,7 @@ def test_cli_serves_metrics_while_running(tmp_path):
     out = tmp_path / "out.jsonl"
     env = {**os.environ, "GLOG_minloglevel": "2"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "test://?pattern=ball&fps=30", "--stream-id", "cam",
+        [sys.executable, "-m", "emostream", "run", "test://?pattern=ball&fps=30", "--stream-id", "cam",
          "--max-frames", "150", "--metrics-port", str(port), "-q", "-o", str(out)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -132,12 +132,12 @@ def test_cli_serves_metrics_while_running(tmp_path):
 
 def test_escalations_are_counted_in_the_metrics(data_file):
     """The real pipeline + the in-process knowledge reasoner: sent/answered counters and queue depth move."""
-    from edge.escalation import EscalationHook, open_escalator
-    from edge.faces import FaceDetector
-    from edge.multistream import run_streams
-    from edge.pipeline import FrameAnalyzer
-    from engines.emotion import load_engine
-    from streams import open_source
+    from emostream.edge.escalation import EscalationHook, open_escalator
+    from emostream.edge.faces import FaceDetector
+    from emostream.edge.multistream import run_streams
+    from emostream.edge.pipeline import FrameAnalyzer
+    from emostream.engines.emotion import load_engine
+    from emostream.streams import open_source
 
     metrics = Metrics()
     analyzer = FrameAnalyzer(FaceDetector(), load_engine("onnxruntime", "v0"))

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from edge.cli import main
-from edge.faces import FaceDetector
-from edge.multistream import StreamConfigError, run_streams
-from edge.pipeline import FrameAnalyzer
-from engines.emotion import DEFAULT_MODEL, load_engine
-from streams import open_source
+from emostream.edge.cli import main
+from emostream.edge.faces import FaceDetector
+from emostream.edge.multistream import StreamConfigError, run_streams
+from emostream.edge.pipeline import FrameAnalyzer
+from emostream.engines.emotion import DEFAULT_MODEL, load_engine
+from emostream.streams import open_source
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.faces import FaceDetector
-from edge.multistream import run_streams
-from edge.overlay import OverlayError, OverlayFace, draw_overlay, track_color
-from edge.pipeline import FrameAnalyzer
-from engines.emotion import DEFAULT_MODEL, load_engine
-from streams import open_source
+from emostream.edge.faces import FaceDetector
+from emostream.edge.multistream import run_streams
+from emostream.edge.overlay import OverlayError, OverlayFace, draw_overlay, track_color
+from emostream.edge.pipeline import FrameAnalyzer
+from emostream.engines.emotion import DEFAULT_MODEL, load_engine
+from emostream.streams import open_source
 
 
 def test_box_is_drawn_in_the_track_colour_and_the_input_is_untouched():

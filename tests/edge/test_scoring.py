@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.scoring import score
+from emostream.edge.scoring import score
 
 
 def test_perfect_and_confused_predictions():

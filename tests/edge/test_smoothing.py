@@ -7,12 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from edge.faces import FaceDetector
-from edge.pipeline import FrameAnalyzer
-from edge.smoothing import SmoothingConfig, SmoothingError, TrackSmoother, count_changes
-from engines.emotion import DEFAULT_MODEL, load_engine
-from engines.emotion.valence_arousal import valence_arousal
-from streams import open_source
+from emostream.edge.faces import FaceDetector
+from emostream.edge.pipeline import FrameAnalyzer
+from emostream.edge.smoothing import SmoothingConfig, SmoothingError, TrackSmoother, count_changes
+from emostream.engines.emotion import DEFAULT_MODEL, load_engine
+from emostream.engines.emotion.valence_arousal import valence_arousal
+from emostream.streams import open_source
 
 LABELS = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.faces import FaceDetector, Faces
-from edge.tracking import FaceTracker, TrackerConfig, TrackingError
-from streams import open_source
+from emostream.edge.faces import FaceDetector, Faces
+from emostream.edge.tracking import FaceTracker, TrackerConfig, TrackingError
+from emostream.streams import open_source
 
 
 def _detect_all(path, model: str = "short") -> tuple[list[Faces], float]:

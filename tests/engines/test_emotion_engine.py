@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.emotion import (
+from emostream.engines.emotion import (
     DEFAULT_MODEL,
     MODEL_REGISTRY,
     EmotionEngine,
@@ -23,8 +23,8 @@ from engines.emotion import (
     load_engine,
     load_model_info,
 )
-from engines.emotion.engine import MODELS_DIR, preprocess
-from engines.labels import CANONICAL_LABELS
+from emostream.engines.emotion.engine import MODELS_DIR, preprocess
+from emostream.engines.labels import CANONICAL_LABELS
 
 REFERENCE = Path(__file__).parent / "data" / "fer_reference.npz"
 REPO = Path(__file__).resolve().parents[2]

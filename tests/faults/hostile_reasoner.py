@@ -22,8 +22,8 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from reasoner.core import Reasoner
-from reasoner.schema import pack, unpack, validate_keyframe
+from emostream.reasoner.core import Reasoner
+from emostream.reasoner.schema import pack, unpack, validate_keyframe
 
 
 def main(endpoint: str, script_path: str) -> int:

@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.escalation import Escalator
-from engines.labels import CANONICAL_LABELS
-from reasoner.core import Reasoner
-from reasoner.schema import (
+from emostream.edge.escalation import Escalator
+from emostream.engines.labels import CANONICAL_LABELS
+from emostream.reasoner.core import Reasoner
+from emostream.reasoner.schema import (
     AU_IDS,
     ERROR_CODES,
     KEYFRAME_OPTIONAL,
@@ -45,7 +45,7 @@ from reasoner.schema import (
     unpack,
     validate_reply,
 )
-from reasoner.service import ServiceConfig, ServiceStats, _receive
+from emostream.reasoner.service import ServiceConfig, ServiceStats, _receive
 
 pytestmark = pytest.mark.faults
 

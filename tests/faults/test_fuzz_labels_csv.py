@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from edge.labelled import DatasetError, load_labelled_images, read_labels_csv
-from engines.labels import CANONICAL_LABELS
-from training.data import FER_LABELS, load_labels_csv
+from emostream.edge.labelled import DatasetError, load_labelled_images, read_labels_csv
+from emostream.engines.labels import CANONICAL_LABELS
+from emostream.training.data import FER_LABELS, load_labels_csv
 
 pytestmark = pytest.mark.faults
 

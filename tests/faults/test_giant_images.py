@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from streams.errors import ImageTooLargeError, SourceError
-from streams.source import _gst, open_source
-from streams.still import (
+from emostream.streams.errors import ImageTooLargeError, SourceError
+from emostream.streams.source import _gst, open_source
+from emostream.streams.still import (
     MAX_FRAME_PIXELS,
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
@@ -163,7 +163,7 @@ _LAUNCHER = """
 import os, sys
 pid = os.fork()
 if pid == 0:
-    os.execv(sys.executable, [sys.executable, "-m", "edge.cli", *sys.argv[2:]])
+    os.execv(sys.executable, [sys.executable, "-m", "emostream", *sys.argv[2:]])
 _, status, usage = os.wait4(pid, 0)
 open(sys.argv[1], "w").write(str(usage.ru_maxrss))
 sys.exit(os.waitstatus_to_exitcode(status))

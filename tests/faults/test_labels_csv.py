@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import run_emostream
 
-from edge.labelled import DatasetError, load_labelled_images, read_labels_csv
-from training.data import load_labels_csv
+from emostream.edge.labelled import DatasetError, load_labelled_images, read_labels_csv
+from emostream.training.data import load_labels_csv
 
 pytestmark = pytest.mark.faults
 

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from edge.metrics import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, Metrics
+from emostream.edge.metrics import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, Metrics
 
 pytestmark = pytest.mark.faults
 

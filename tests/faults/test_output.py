@@ -154,7 +154,7 @@ def test_output_to_a_full_device_is_one_clear_error(data_file):
 def test_stdout_to_a_full_device_is_one_clear_error(data_file):
     env = {**os.environ, "GLOG_minloglevel": "2"}
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "edge.cli", "run", str(data_file(PHOTO))], cwd=REPO,
+        proc = subprocess.run([sys.executable, "-m", "emostream", "run", str(data_file(PHOTO))], cwd=REPO,
                               env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert_one_clear_error(proc, "stdout", "No space left on device")
 
@@ -186,7 +186,7 @@ def test_a_disk_filling_up_leaves_only_whole_records(data_file, tmp_path, small_
     assert frames == list(range(len(frames)))
     assert out.stat().st_size <= 100 * 1024
 
-    from streams import open_source
+    from emostream.streams import open_source
 
     src = open_source(str(overlay))  # finished (playable) despite the failed records
     try:

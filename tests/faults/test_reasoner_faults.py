@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import zmq
 
-from edge.escalation import EscalationHook, RemoteEscalator
-from edge.keyframes import make_keyframe
-from engines.labels import CANONICAL_LABELS
-from reasoner.schema import MAX_MESSAGE_BYTES, pack
+from emostream.edge.escalation import EscalationHook, RemoteEscalator
+from emostream.edge.keyframes import make_keyframe
+from emostream.engines.labels import CANONICAL_LABELS
+from emostream.reasoner.schema import MAX_MESSAGE_BYTES, pack
 from tests.reasoner.procs import REPO, RawClient, free_port, jpeg, keyframe_msg, reasoner_process
 
 pytestmark = pytest.mark.faults
@@ -124,7 +124,7 @@ def test_emostream_run_against_an_unreachable_reasoner_says_so(data_file, tmp_pa
     endpoint = closed_endpoint()
     out = tmp_path / "out.jsonl"
     r = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", video, "--max-frames", "96", "--reasoner", endpoint, "-o", str(out)],
+        [sys.executable, "-m", "emostream", "run", video, "--max-frames", "96", "--reasoner", endpoint, "-o", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )
     assert r.returncode == 0, r.stderr
@@ -229,7 +229,7 @@ def _bad_keyframes() -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize(("why", "change"), _bad_keyframes(), ids=[w for w, _ in _bad_keyframes()])
 def test_schema_refuses_keyframes_that_are_not_distributions_over_canonical_labels(why, change):
-    from reasoner.schema import ProtocolError, unpack, validate_keyframe
+    from emostream.reasoner.schema import ProtocolError, unpack, validate_keyframe
 
     with pytest.raises(ProtocolError) as err:
         validate_keyframe(unpack(pack(keyframe_msg(CROP, **change))))

@@ -38,7 +38,7 @@ class Child:
         self.stderr_path = tmp / "stderr.txt"
         env = {**os.environ, "GLOG_minloglevel": "2"}
         with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *args], cwd=REPO, env=env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "emostream", *args], cwd=REPO, env=env,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
 
     @property
@@ -104,7 +104,7 @@ def frames_in(path: Path) -> int:
 
 def decoded_frames(video: Path) -> int:
     """Decode the overlay with the project's own reader: an mp4 without its index does not open."""
-    from streams import open_source
+    from emostream.streams import open_source
 
     src = open_source(str(video))
     try:

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.labels import CANONICAL_LABELS
-from reasoner.schema import SCHEMA_VERSION, pack, unpack
+from emostream.engines.labels import CANONICAL_LABELS
+from emostream.reasoner.schema import SCHEMA_VERSION, pack, unpack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def reasoner_process(tmp_path: Path, *args: str, ready_timeout: float = 60.0) ->
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reasoner", "reasoner", "--bind", endpoint, *args],
+            [sys.executable, "-m", "emostream.reasoner", "reasoner", "--bind", endpoint, *args],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=err,

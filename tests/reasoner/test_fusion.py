@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.fusion import ALPHA, FusionError, fit_gate, fixed_gate, load_gate, save_gate, softmax
-from engines.labels import CANONICAL_LABELS
+from emostream.calibration.fusion import ALPHA, FusionError, fit_gate, fixed_gate, load_gate, save_gate, softmax
+from emostream.engines.labels import CANONICAL_LABELS
 
 LABELS = CANONICAL_LABELS
 C = len(LABELS)

@@ -8,8 +8,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from engines.labels import CANONICAL_LABELS
-from reasoner.schema import (
+from emostream.engines.labels import CANONICAL_LABELS
+from emostream.reasoner.schema import (
     MAX_CROP_BYTES,
     AnswerError,
     ProtocolError,

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from edge.escalation import RemoteEscalator
-from edge.keyframes import make_keyframe
-from engines.labels import CANONICAL_LABELS
-from reasoner.schema import HARD_MESSAGE_BYTES, MAX_MESSAGE_BYTES, pack
+from emostream.edge.escalation import RemoteEscalator
+from emostream.edge.keyframes import make_keyframe
+from emostream.engines.labels import CANONICAL_LABELS
+from emostream.reasoner.schema import HARD_MESSAGE_BYTES, MAX_MESSAGE_BYTES, pack
 
 from .procs import REPO, RawClient, face_crop, free_port, jpeg, keyframe_msg, reasoner_process
 
@@ -37,7 +37,7 @@ REPLY_KEYS = {
 }
 
 
-def cli(*args: str, timeout: float = 60, shell: str = "reasoner") -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 60, shell: str = "emostream.reasoner") -> subprocess.CompletedProcess:
     """Run the commands through ``python -m reasoner`` (fast) or the full ``emostream`` shell."""
     return subprocess.run(
         [sys.executable, "-m", shell, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
@@ -184,7 +184,7 @@ def test_curve_allow_list_admits_known_and_refuses_unknown_keys(tmp_path, data_f
 
 def test_cli_refusals_are_one_line(tmp_path):
     port = free_port()
-    r = cli("reasoner", "--bind", f"tcp://0.0.0.0:{port}", shell="edge.cli")  # the real `emostream` shell
+    r = cli("reasoner", "--bind", f"tcp://0.0.0.0:{port}", shell="emostream")  # the real `emostream` shell
     assert r.returncode == 2 and r.stderr.startswith("emostream: error: refusing unencrypted")
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("reasoner", "--bind", "http://127.0.0.1:1")
@@ -207,9 +207,9 @@ def test_engine_crash_becomes_an_error_reply_and_the_service_survives(crop_jpeg)
     """In-process serve() with an engine that raises: error replies, then normal service again."""
     import threading
 
-    from reasoner.core import Reasoner
-    from reasoner.knowledge import KnowledgeEngine
-    from reasoner.service import ServiceConfig, serve
+    from emostream.reasoner.core import Reasoner
+    from emostream.reasoner.knowledge import KnowledgeEngine
+    from emostream.reasoner.service import ServiceConfig, serve
 
     class Flaky(KnowledgeEngine):
         calls = 0

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from reasoner.knowledge import AU_PROTOTYPES, VA_PRIOR, KnowledgeEngine
-from reasoner.schema import Answer
-from reasoner.verify import au_expression, check, choose
+from emostream.reasoner.knowledge import AU_PROTOTYPES, VA_PRIOR, KnowledgeEngine
+from emostream.reasoner.schema import Answer
+from emostream.reasoner.verify import au_expression, check, choose
 
 LABELS = list(VA_PRIOR)
 

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from streams import open_source
-from streams.sink import SinkError, open_sink, parse_sink_uri
+from emostream.streams import open_source
+from emostream.streams.sink import SinkError, open_sink, parse_sink_uri
 
 
 def _frame(i: int, w: int = 320, h: int = 240) -> np.ndarray:

@@ -19,9 +19,9 @@ import pytest
 # Imported from the modules, not the package: under pytest's default import mode ``tests/`` is on
 # sys.path, so ``tests/streams`` can shadow the ``streams`` package as a namespace package unless the
 # repo root comes first (``pythonpath = ["."]`` in the pytest config).
-from streams.errors import SourceError, SourceNotFoundError, SourceTimeoutError, UnsupportedSourceError
-from streams.source import Frame, VideoSource, _gst, _head, _tail, open_source
-from streams.uri import parse_uri
+from emostream.streams.errors import SourceError, SourceNotFoundError, SourceTimeoutError, UnsupportedSourceError
+from emostream.streams.source import Frame, VideoSource, _gst, _head, _tail, open_source
+from emostream.streams.uri import parse_uri
 
 PEXELS = "video/WolfgangLanger_Pexels.mp4"
 HEVC = "video/face_noface.mov"
@@ -487,15 +487,15 @@ def test_latest_only_file_plays_in_real_time(data_file):
 
 
 def test_package_exports_the_api():
-    """``from streams import ...`` as other packages use it (run from the repo root, as users do)."""
+    """``from emostream.streams import ...`` as other packages use it, from a folder outside the repo."""
     import subprocess
     import sys
 
-    code = "from streams import Frame, SourceError, VideoSource, open_source; print(open_source.__module__)"
-    repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=30)
+    code = ("from emostream.streams import Frame, SourceError, VideoSource, open_source; "
+            "print(open_source.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "streams.source"
+    assert out.stdout.strip() == "emostream.streams.source"
 
 
 def test_pipeline_text_for_sources_this_machine_cannot_run():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from training.augment import AugmentConfig, augment_batch
+from emostream.training.augment import AugmentConfig, augment_batch
 
 
 def _faces(data_file):
-    from training.data import load_fer_split
+    from emostream.training.data import load_fer_split
 
     ds = load_fer_split(data_file("fer2013"), "val")
     return torch.from_numpy(ds.images[:64]).float().div(255).unsqueeze(1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.kd import kd_loss
+from emostream.training.kd import kd_loss
 
 
 @pytest.fixture

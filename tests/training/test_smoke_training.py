@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.augment import AugmentConfig
-from training.data import load_fer_cached
-from training.loop import TrainConfig, TrainingError, train
-from training.models import build_model, load_checkpoint_model
+from emostream.training.augment import AugmentConfig
+from emostream.training.data import load_fer_cached
+from emostream.training.loop import TrainConfig, TrainingError, train
+from emostream.training.models import build_model, load_checkpoint_model
 
 EASY = ("happy", "surprise")  # two visually distinct classes: learnable from a few hundred faces in seconds
 
@@ -44,7 +44,7 @@ def test_loss_falls_and_accuracy_beats_chance(easy_data, tmp_path):
     assert best["accuracy"] > majority + 0.1, (best, majority)
     # The best checkpoint rebuilds from its own metadata and reproduces its val accuracy.
     model = load_checkpoint_model(tmp_path / "best.pt")
-    from training.loop import evaluate
+    from emostream.training.loop import evaluate
 
     assert evaluate(model, va, 0.5, 4.0).accuracy == pytest.approx(best["accuracy"])
 
@@ -66,7 +66,7 @@ def test_resume_continues_and_refuses_other_schedule(easy_data, tmp_path):
 def test_time_budget_stops_with_the_lr_annealed(easy_data, tmp_path):
     from dataclasses import replace
 
-    from training.loop import one_cycle_lr
+    from emostream.training.loop import one_cycle_lr
 
     assert one_cycle_lr(0.0, 0.1) == pytest.approx(0.1 / 25)
     assert one_cycle_lr(0.15, 0.1) == pytest.approx(0.1)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from engines.emotion import load_engine
-from training.data import FER_LABELS, load_fer_split
-from training.loop import normalize
-from training.models import CheckpointError
-from training.teachers import load_teacher
+from emostream.engines.emotion import load_engine
+from emostream.training.data import FER_LABELS, load_fer_split
+from emostream.training.loop import normalize
+from emostream.training.models import CheckpointError
+from emostream.training.teachers import load_teacher
 
 
 def test_v0_teacher_matches_the_v0_engine(data_file):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cli import main as cli_main
-from training.data import FER_LABELS, DatasetError, load_fer_cached, load_fer_split, load_labels_csv
+from emostream.edge.cli import main as cli_main
+from emostream.training.data import FER_LABELS, DatasetError, load_fer_cached, load_fer_split, load_labels_csv
 
 # From ../shared/data/README.md (FER2013 PublicTest), keyed by canonical name.
 VAL_COUNTS = {"anger": 467, "disgust": 56, "fear": 496, "happy": 895, "neutral": 607, "sad": 653, "surprise": 415}
