@@ -1,4 +1,16 @@
-"""Shared fixtures: where the real data lives, and skipping cleanly where it does not."""
+"""Shared fixtures: where the real data lives, skipping cleanly where it does not, and the test tiers.
+
+Tiers (pytest markers, assigned here at collection so no test module has to remember them):
+
+* ``data``  — reads ``../shared/data``. Where that folder exists these tests must run: a missing file there
+  is a failure, not a skip (a renamed clip must not silently turn a test suite green).
+* ``media`` — runs GStreamer, MediaPipe or a real ``emostream`` process (seconds, not milliseconds).
+* ``gpu``   — needs TensorRT/CUDA; skips with a reason elsewhere.
+* ``slow``  — fuzzing, giant images, training loops, tiny VLMs: the long tail of the suite.
+* ``unit``  — everything else: in-process, no media, no data; ``pytest -m unit`` runs in seconds.
+
+``faults`` (fault injection and abuse) is set by the modules under ``tests/faults/`` themselves.
+"""
 
 from __future__ import annotations
 
@@ -28,15 +40,51 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def data_file(shared_data: Path):
-    """Return a function that resolves a path under the shared data, skipping if it is absent."""
+    """Return a function that resolves a path under the shared data.
+
+    Reached only when the shared folder exists (``shared_data`` skips otherwise), so a missing file is a
+    broken expectation and fails the test.
+    """
 
     def resolve(rel: str) -> Path:
         path = shared_data / rel
         if not path.exists():
-            pytest.skip(f"shared data file missing: {path}")
+            pytest.fail(f"shared data folder {shared_data} exists but lacks {rel}")
         return path
 
     return resolve
+
+
+#: Modules in the ``gpu`` and ``slow`` tiers, by file name (the cost is the module's nature, not a fixture's).
+GPU_MODULES = {"test_emotion_tensorrt.py", "test_tensorrt_calibrator.py"}
+SLOW_MODULES = {"test_fuzz_contract.py", "test_fuzz_labels_csv.py", "test_giant_images.py", "test_smoke_training.py",
+                "test_vlm_transformers.py", "test_signals.py"}
+#: Names whose presence in a test module means it drives real media or a real emostream process.
+MEDIA_NAMES = {"run_emostream", "emostream", "open_source", "FaceDetector", "Gst", "_gst", "reasoner_process",
+               "open_sink", "VideoSource", "subprocess"}
+
+
+def _tiers(item: pytest.Item) -> set[str]:
+    tiers: set[str] = set()
+    if {"data_file", "shared_data"} & set(getattr(item, "fixturenames", ())):
+        tiers.add("data")
+    name = item.path.name
+    if name in GPU_MODULES:
+        tiers.add("gpu")
+    if name in SLOW_MODULES:
+        tiers.add("slow")
+    module = getattr(item, "module", None)
+    if module is not None and (MEDIA_NAMES & set(vars(module)) or "emostream" in getattr(item, "fixturenames", ())):
+        tiers.add("media")
+    if item.path.parent.name == "streams":
+        tiers.add("media")
+    return tiers or {"unit"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for tier in _tiers(item):
+            item.add_marker(tier)
 
 
 def run_emostream(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
