@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from emostream.engines.emotion.engine import EngineError
+from emostream.engines.emotion.card import EngineError
 
 #: arch name -> "module:callable" returning a torch ``nn.Module``.
 ARCHITECTURES: dict[str, str] = {

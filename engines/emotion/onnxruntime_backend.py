@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from emostream.engines.emotion.engine import (
-    EmotionModelInfo,
-    EngineError,
-    check_crops,
-    empty_result,
-    postprocess,
-    preprocess,
-)
+from emostream.engines.emotion.backend import EmotionBackend
+from emostream.engines.emotion.card import EmotionModelInfo, EngineError
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
@@ -32,15 +26,14 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return opts
 
 
-class OnnxRuntimeEngine:
-    """An :class:`~engines.emotion.engine.EmotionEngine` on ONNX Runtime's CPU execution provider."""
+class OnnxRuntimeEngine(EmotionBackend):
+    """:class:`~emostream.engines.emotion.backend.EmotionBackend` on ONNX Runtime's CPU execution provider."""
 
     name = "onnxruntime"
+    runtime = "ONNX Runtime"
 
     def __init__(self, info: EmotionModelInfo, *, threads: int | None = None) -> None:
-        self.model = info
-        self.labels = info.labels
-        self.input_size = info.input_size
+        super().__init__(info)
         try:
             self._session: ort.InferenceSession | None = ort.InferenceSession(
                 str(info.onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
@@ -62,28 +55,10 @@ class OnnxRuntimeEngine:
         self._input_name = inputs[0].name
         self._output_name = self._session.get_outputs()[0].name
 
-    def run(self, crops: np.ndarray) -> np.ndarray:
-        """(N, H, W) uint8 crops -> (N, C) float32 probabilities in ``labels`` order."""
-        session = self._session
-        if session is None:
-            raise EngineError("this ONNX Runtime engine is closed")
-        crops = check_crops(crops, self.model)
-        n = crops.shape[0]
-        if n == 0:
-            return empty_result(self.model)
-        x = preprocess(crops, self.model)
-        try:
-            raw = session.run([self._output_name], {self._input_name: x})[0]
-        except Exception as exc:  # a runtime failure inside ORT: report it, never a raw traceback
-            raise EngineError(f"ONNX Runtime failed on a batch of {n}: {exc}") from None
-        return postprocess(raw, self.model)
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        assert self._session is not None  # the base class never calls _infer after close()
+        return self._session.run([self._output_name], {self._input_name: x})[0]
 
-    def close(self) -> None:
-        """Release the session (the engine refuses further calls)."""
+    def _release(self) -> None:
+        """Drop the session; ORT frees its arena when the last reference goes."""
         self._session = None
-
-    def __enter__(self) -> OnnxRuntimeEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

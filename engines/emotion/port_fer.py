@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from emostream.engines.emotion.engine import MODELS_DIR, EngineError
+from emostream.engines.emotion.card import MODELS_DIR, EngineError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HDF5 = REPO / ".cache" / "fer" / "emotion_model.hdf5"

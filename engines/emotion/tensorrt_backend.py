@@ -3,36 +3,34 @@
 Written against the TensorRT Python API of JetPack 6 (TensorRT 10: named I/O tensors,
 ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``), and TensorRT 8.6 where the
 difference is one flag (explicit batch). Device memory comes from NVIDIA's ``cuda-python``
-(``cuda.bindings.runtime``, formerly ``cuda.cudart``) so the hot path needs no torch.
+(``cuda.bindings.runtime``, formerly ``cuda.cudart``), as in TensorRT's own Python samples, so the
+hot path needs no torch and no pycuda. The ``tensorrt`` extra installs cuda-python; TensorRT itself
+comes with JetPack (or NVIDIA's wheels on a desktop GPU).
 
-TensorRT cannot be installed on a CPU-only machine; this module imports it only inside the engine
-class, so ``import engines.emotion.tensorrt_backend`` is always safe and ``tensorrt_usable()`` just
-answers False there.
+TensorRT cannot be installed on a CPU-only machine; this module imports it only when probed or
+when the engine is built, so ``import emostream.engines.emotion.tensorrt_backend`` is always safe.
+:func:`tensorrt_problems` names exactly what is missing, for ``--engine tensorrt``'s error and for
+``auto``'s account of why it chose the CPU.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emostream.engines.emotion.engine import (
-    EmotionModelInfo,
-    EngineError,
-    check_crops,
-    empty_result,
-    postprocess,
-    preprocess,
-)
+from emostream.engines.emotion.backend import EmotionBackend
+from emostream.engines.emotion.card import EmotionModelInfo, EngineError
 
 #: Dynamic-batch optimisation profile: faces per frame on an edge camera.
 MIN_BATCH, OPT_BATCH, MAX_BATCH = 1, 8, 32
 WORKSPACE_BYTES = 256 << 20
+#: What to install for the device-memory half; TensorRT itself ships with JetPack.
+CUDA_PYTHON_HINT = "pip install 'emostream[tensorrt]'"
 
 
 def default_cache_dir() -> Path:
@@ -41,35 +39,65 @@ def default_cache_dir() -> Path:
     return Path(base) / "emostream" / "trt"
 
 
-def _import_cudart() -> Any | None:
-    """cuda-python's runtime module under its new (12.x+) or old name, or None."""
+def _import_cudart_or_error() -> tuple[Any | None, str]:
+    """cuda-python's runtime module under its new (12.x+) or old name, or None and the import error."""
+    first_error = ""
     for name in ("cuda.bindings.runtime", "cuda.cudart"):
         try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
+            return importlib.import_module(name), ""
+        except ImportError as exc:
+            first_error = first_error or str(exc)
+    return None, first_error
+
+
+def _import_cudart() -> Any | None:
+    """cuda-python's runtime module, or None (calibration's INT8 calibrator shares it)."""
+    return _import_cudart_or_error()[0]
+
+
+def _cuda_error_name(err: Any) -> str:
+    """``cudaErrorNoDevice`` rather than ``100``: cuda-python's errors are enums."""
+    return str(getattr(err, "name", None) or int(err))
+
+
+def tensorrt_problems() -> list[str]:
+    """Everything that stops the TensorRT backend here, one phrase each; empty where it can run.
+
+    Checks all three needs, not just the first, so a user fixes them in one go: the ``tensorrt``
+    module (a real import: a JetPack install with a missing ``libnvinfer`` fails here, not later),
+    cuda-python, and a visible CUDA device.
+    """
+    problems: list[str] = []
+    try:
+        importlib.import_module("tensorrt")
+    except Exception as exc:  # ImportError, or OSError/RuntimeError from a broken native install
+        problems.append(f"tensorrt not importable: {exc} (TensorRT comes with JetPack on Jetson)")
+    cudart, error = _import_cudart_or_error()
+    if cudart is None:
+        problems.append(f"cuda-python not importable: {error} ({CUDA_PYTHON_HINT})")
+        return problems
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as exc:  # a broken driver install must not break the CPU fallback
+        problems.append(f"no CUDA device: cudaGetDeviceCount raised {exc}")
+        return problems
+    if int(err) != 0:
+        problems.append(f"no CUDA device: cudaGetDeviceCount returned {_cuda_error_name(err)}")
+    elif count < 1:
+        problems.append("no CUDA device: cudaGetDeviceCount found none")
+    return problems
 
 
 def tensorrt_usable() -> bool:
     """True where TensorRT and cuda-python import and a CUDA device is visible (what ``auto`` asks)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
-    cudart = _import_cudart()
-    if cudart is None:
-        return False
-    try:
-        err, count = cudart.cudaGetDeviceCount()
-    except Exception:  # a broken driver install must not break the CPU fallback
-        return False
-    return int(err) == 0 and count > 0
+    return not tensorrt_problems()
 
 
 def _check(result: Any, what: str) -> Any:
     """cuda-python returns (error, *values); turn a non-zero error into EngineError."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise EngineError(f"CUDA call {what} failed with error {int(err)}")
+        raise EngineError(f"CUDA call {what} failed with {_cuda_error_name(err)}")
     return values[0] if len(values) == 1 else values
 
 
@@ -80,27 +108,24 @@ def engine_cache_path(info: EmotionModelInfo, cache_dir: Path, trt_version: str,
     return cache_dir / f"{info.name}-{h.hexdigest()[:16]}.engine"
 
 
-class TensorRTEngine:
-    """An :class:`~engines.emotion.engine.EmotionEngine` on TensorRT (FP16, dynamic batch 1..32)."""
+class TensorRTEngine(EmotionBackend):
+    """:class:`~emostream.engines.emotion.backend.EmotionBackend` on TensorRT (FP16, dynamic batch 1..32)."""
 
     name = "tensorrt"
+    runtime = "TensorRT"
+    max_batch = MAX_BATCH
 
     def __init__(self, info: EmotionModelInfo, *, cache_dir: str | Path | None = None) -> None:
-        try:
-            import tensorrt as trt
-        except ImportError:
+        problems = tensorrt_problems()
+        if problems:
             raise EngineError(
-                "the tensorrt backend needs TensorRT, which is not installed here "
-                "(it ships with JetPack on Jetson); use --backend onnxruntime"
-            ) from None
-        cudart = _import_cudart()
-        if cudart is None:
-            raise EngineError(
-                "the tensorrt backend needs cuda-python for device memory (pip install cuda-python)"
+                f"the tensorrt engine cannot run here: {'; '.join(problems)}. "
+                "Use --engine onnxruntime (the CPU), or --engine auto to fall back by itself"
             )
-        self.model = info
-        self.labels = info.labels
-        self.input_size = info.input_size
+        import tensorrt as trt
+
+        super().__init__(info)
+        cudart = _import_cudart()
         self._trt = trt
         self._cudart = cudart
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -117,13 +142,11 @@ class TensorRTEngine:
         if len(inputs) != 1 or len(outputs) != 1:
             raise EngineError(f"{info.onnx_path}: want 1 input and 1 output, got {inputs}, {outputs}")
         self._input, self._output = inputs[0], outputs[0]
-        # Fixed-size device buffers for the largest batch: no allocation per call.
-        s, c, k = info.input_size, info.channels, info.num_classes
-        self._in_host = np.empty((MAX_BATCH, c, s, s), dtype=np.float32)
-        self._out_host = np.empty((MAX_BATCH, k), dtype=np.float32)
+        # Device buffers for the largest batch, bound once: no allocation or rebinding per call.
+        s, c = info.input_size, info.channels
         self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._d_in = _check(cudart.cudaMalloc(self._in_host.nbytes), "cudaMalloc")
-        self._d_out = _check(cudart.cudaMalloc(self._out_host.nbytes), "cudaMalloc")
+        self._d_in = _check(cudart.cudaMalloc(MAX_BATCH * c * s * s * 4), "cudaMalloc")
+        self._d_out = _check(cudart.cudaMalloc(MAX_BATCH * info.num_classes * 4), "cudaMalloc")
         self._context.set_tensor_address(self._input, int(self._d_in))
         self._context.set_tensor_address(self._output, int(self._d_out))
 
@@ -176,46 +199,25 @@ class TensorRTEngine:
 
     # --- running --------------------------------------------------------------------------------
 
-    def run(self, crops: np.ndarray) -> np.ndarray:
-        """(N, H, W) uint8 crops -> (N, C) float32 probabilities; batches above 32 run in chunks."""
-        if self._context is None:
-            raise EngineError("this TensorRT engine is closed")
-        crops = check_crops(crops, self.model)
-        n = crops.shape[0]
-        if n == 0:
-            return empty_result(self.model)
-        parts = [self._run_chunk(crops[i : i + MAX_BATCH]) for i in range(0, n, MAX_BATCH)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def _run_chunk(self, crops: np.ndarray) -> np.ndarray:
-        cudart = self._cudart
-        n = crops.shape[0]
-        x = preprocess(crops, self.model, out=self._in_host[:n])
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """One chunk of at most :data:`MAX_BATCH` (the base class chunks): copy in, execute, copy out."""
+        cudart, stream = self._cudart, self._stream
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        out = np.empty((x.shape[0], self.model.num_classes), dtype=np.float32)
         if not self._context.set_input_shape(self._input, x.shape):
             raise EngineError(f"TensorRT rejected input shape {x.shape}")
-        _check(cudart.cudaMemcpyAsync(self._d_in, x.ctypes.data, x.nbytes, h2d, self._stream), "memcpy H2D")
-        if not self._context.execute_async_v3(int(self._stream)):
+        _check(cudart.cudaMemcpyAsync(self._d_in, x.ctypes.data, x.nbytes, h2d, stream), "memcpy H2D")
+        if not self._context.execute_async_v3(int(stream)):
             raise EngineError("TensorRT execution failed")
-        out = self._out_host[:n]
-        stream = self._stream
         _check(cudart.cudaMemcpyAsync(out.ctypes.data, self._d_out, out.nbytes, d2h, stream), "memcpy D2H")
-        _check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        return postprocess(out.copy(), self.model)
+        _check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        return out
 
-    def close(self) -> None:
-        """Free device buffers and the stream; safe to call twice."""
-        if self._context is None:
-            return
+    def _release(self) -> None:
+        """Free device buffers and the stream (the base class calls this once)."""
         self._context = None
         self._engine = None
         for ptr in (self._d_in, self._d_out):
             self._cudart.cudaFree(ptr)
         self._cudart.cudaStreamDestroy(self._stream)
-
-    def __enter__(self) -> TensorRTEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

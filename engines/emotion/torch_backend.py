@@ -5,22 +5,19 @@ Not for the edge hot path: torch is imported here only, when this backend is cho
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from emostream.engines.emotion.engine import (
-    EmotionModelInfo,
-    EngineError,
-    check_crops,
-    empty_result,
-    postprocess,
-    preprocess,
-)
+from emostream.engines.emotion.backend import EmotionBackend
+from emostream.engines.emotion.card import EmotionModelInfo, EngineError
 
 
-class TorchEngine:
-    """An :class:`~engines.emotion.engine.EmotionEngine` running the card's torch architecture on the CPU."""
+class TorchEngine(EmotionBackend):
+    """:class:`~emostream.engines.emotion.backend.EmotionBackend` running the card's torch architecture on the CPU."""
 
     name = "torch"
+    runtime = "torch"
 
     def __init__(self, info: EmotionModelInfo, *, threads: int | None = None) -> None:
         try:
@@ -33,9 +30,7 @@ class TorchEngine:
             raise EngineError(f"model card {info.card_path} has no 'arch' for the torch backend")
         if info.torch_state is None or not info.torch_state.is_file():
             raise EngineError(f"model {info.name} has no torch weights file (card says {info.torch_state})")
-        self.model = info
-        self.labels = info.labels
-        self.input_size = info.input_size
+        super().__init__(info)
         self._torch = torch
         if threads is not None:
             # Process-wide in torch; the caller asked for it explicitly.
@@ -46,25 +41,11 @@ class TorchEngine:
             net.load_state_dict(state)
         except Exception as exc:  # pickle/zip errors, key or shape mismatches: all "unusable file"
             raise EngineError(f"cannot load torch weights {info.torch_state}: {exc}") from None
-        self._net = net.eval()
+        self._net: Any = net.eval()
 
-    def run(self, crops: np.ndarray) -> np.ndarray:
-        """(N, H, W) uint8 crops -> (N, C) float32 probabilities in ``labels`` order."""
-        if self._net is None:
-            raise EngineError("this torch engine is closed")
-        crops = check_crops(crops, self.model)
-        if crops.shape[0] == 0:
-            return empty_result(self.model)
-        x = self._torch.from_numpy(preprocess(crops, self.model))
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
-            raw = self._net(x).numpy()
-        return postprocess(raw, self.model)
+            return self._net(self._torch.from_numpy(x)).numpy()
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._net = None
-
-    def __enter__(self) -> TorchEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

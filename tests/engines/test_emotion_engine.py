@@ -6,7 +6,10 @@ reference (made once by engines/emotion/make_reference.py with TensorFlow).
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,10 +23,12 @@ from emostream.engines.emotion import (
     MODEL_REGISTRY,
     EmotionEngine,
     EngineError,
+    FlipTTAEngine,
     load_engine,
     load_model_info,
 )
-from emostream.engines.emotion.engine import MODELS_DIR, preprocess
+from emostream.engines.emotion.backend import EmotionBackend, preprocess
+from emostream.engines.emotion.card import MODELS_DIR
 from emostream.engines.labels import CANONICAL_LABELS
 
 REFERENCE = Path(__file__).parent / "data" / "fer_reference.npz"
@@ -232,16 +237,228 @@ def test_auto_falls_back_to_onnxruntime_without_tensorrt():
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        assert load_engine("auto").name == "onnxruntime"
+        engine = load_engine("auto")
+        assert engine.name == "onnxruntime"
+        assert engine.selection.startswith("onnxruntime (auto: tensorrt not importable: No module named 'tensorrt'")
     else:
         pytest.skip("TensorRT is installed: auto may legitimately pick it")
+
+
+def test_a_backend_chosen_by_name_says_so():
+    engine = load_engine("onnxruntime", "v0", threads=1)
+    assert engine.selection == "onnxruntime (asked for by name)"
+    tta = load_engine("onnxruntime", "v0", threads=1, tta=True)
+    assert tta.name == "onnxruntime+flip-tta" and tta.selection == "onnxruntime (asked for by name) + flip TTA"
+
+
+# --- TensorRT's absence, as a user meets it -----------------------------------------------------
+#
+# Real imports in a fresh interpreter: TensorRT and cuda-python are absent on this machine, and a child
+# process cannot see modules this test process (or another test) imported. Where a test needs a
+# TensorRT that imports, or one whose native library is broken, it puts a stand-in ``tensorrt`` package
+# first on the child's path: real TensorRT cannot be installed without an NVIDIA GPU stack.
+
+_SELECTION_PROBE = """
+import json
+from emostream.engines.emotion import EngineError, load_engine
+out = {}
+try:
+    load_engine("tensorrt", "student")
+except EngineError as exc:
+    out["error"] = str(exc)
+auto = load_engine("auto", "student", threads=1)
+out["auto"] = [auto.name, auto.selection]
+print(json.dumps(out))
+"""
+
+
+def _selection_in_child(stand_in: str | None, tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    if stand_in is not None:
+        pkg = tmp_path / "stand_in" / "tensorrt"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text(stand_in)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pkg.parent), env.get("PYTHONPATH")) if p)
+    out = subprocess.run([sys.executable, "-c", _SELECTION_PROBE], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _cuda_python_here() -> bool:
+    return importlib.util.find_spec("cuda") is not None
+
+
+needs_no_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                                       reason="TensorRT is installed here")
+
+
+@needs_no_tensorrt
+def test_tensorrt_missing_names_what_is_missing(tmp_path):
+    got = _selection_in_child(None, tmp_path)
+    error = got["error"]
+    assert "\n" not in error and "Traceback" not in error
+    assert "tensorrt not importable: No module named 'tensorrt'" in error and "JetPack" in error
+    assert "--engine onnxruntime" in error and "--backend" not in error
+    if not _cuda_python_here():
+        assert "cuda-python not importable" in error and "emostream[tensorrt]" in error
+    name, selection = got["auto"]
+    assert name == "onnxruntime"
+    assert selection.startswith("onnxruntime (auto: tensorrt not importable: No module named 'tensorrt'")
+
+
+@needs_no_tensorrt
+def test_broken_tensorrt_install_is_named_with_its_own_error(tmp_path):
+    """A JetPack whose libnvinfer is missing imports ``tensorrt`` and fails: the user sees that failure."""
+    stand_in = 'raise ImportError("libnvinfer.so.10: cannot open shared object file: No such file or directory")\n'
+    got = _selection_in_child(stand_in, tmp_path)
+    assert "tensorrt not importable: libnvinfer.so.10: cannot open shared object file" in got["error"]
+    assert "libnvinfer.so.10" in got["auto"][1] and got["auto"][0] == "onnxruntime"
+
+
+@needs_no_tensorrt
+@pytest.mark.skipif(_cuda_python_here(), reason="cuda-python is installed here: the stand-in would meet it")
+def test_tensorrt_without_cuda_python_names_only_cuda_python(tmp_path):
+    """The finding of issue 10: TensorRT present, cuda-python not declared, and auto quietly used the CPU."""
+    got = _selection_in_child('__version__ = "10.3.0"\n', tmp_path)
+    assert "tensorrt not importable" not in got["error"]
+    assert "cuda-python not importable: No module named 'cuda'" in got["error"]
+    assert "pip install 'emostream[tensorrt]'" in got["error"]
+    name, selection = got["auto"]
+    assert name == "onnxruntime" and selection.startswith("onnxruntime (auto: cuda-python not importable")
+
+
+@needs_no_tensorrt
+def test_cli_engine_tensorrt_fails_in_one_line(emostream):
+    out = emostream("run", "test://", "--engine", "tensorrt", "--max-frames", "1", timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("emostream: error: the tensorrt engine cannot run here: tensorrt not importable")
+    assert out.stdout == ""
+
+
+# --- the base class: what a backend gets by implementing only _infer ------------------------------
+
+
+class _MeanBackend(EmotionBackend):
+    """A real, tiny backend: logits from the mean brightness, in chunks of at most 4."""
+
+    name = "mean"
+    runtime = "Mean"
+    max_batch = 4
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(load_model_info("v0"))
+        self.chunks: list[int] = []
+        self.released = 0
+        self.fail = fail
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        if self.fail:
+            raise RuntimeError("device lost")
+        assert x.dtype == np.float32 and x.flags.c_contiguous and x.shape[1:] == (1, 64, 64)
+        self.chunks.append(x.shape[0])
+        m = x.mean(axis=(1, 2, 3))
+        return np.stack([m * k for k in range(7)], axis=1)
+
+    def _release(self) -> None:
+        self.released += 1
+
+
+def test_base_class_chunks_checks_and_closes_once():
+    backend = _MeanBackend()
+    crops = _crops(10, seed=5)
+    probs = backend.run(crops)
+    assert backend.chunks == [4, 4, 2]
+    assert probs.shape == (10, 7) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    # Chunking changes nothing: each row is what a batch of one gives.
+    np.testing.assert_allclose(probs, np.concatenate([backend.run(crops[i : i + 1]) for i in range(10)]), atol=1e-6)
+    backend.chunks.clear()
+    assert backend.run(np.zeros((0, 64, 64), np.uint8)).shape == (0, 7) and backend.chunks == []
+    with pytest.raises(EngineError, match="shape"):
+        backend.run(np.zeros((1, 48, 48), np.uint8))
+    with backend:
+        pass
+    backend.close()
+    assert backend.released == 1
+    with pytest.raises(EngineError, match="this Mean engine is closed"):
+        backend.run(crops)
+
+
+def test_base_class_turns_runtime_failures_into_engine_errors():
+    with pytest.raises(EngineError, match="Mean failed on a batch of 3: device lost") as info:
+        _MeanBackend(fail=True).run(_crops(3))
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_flip_tta_wraps_any_backend_and_closes_it():
+    inner = _MeanBackend()
+    wrapped = FlipTTAEngine(inner)
+    crops = _crops(3, seed=2)
+    np.testing.assert_allclose(wrapped.run(crops), wrapped.run(np.ascontiguousarray(crops[:, :, ::-1])), atol=1e-6)
+    assert inner.chunks == [4, 2, 4, 2]  # crops and mirrors in one batch of 6, chunked by the inner backend
+    wrapped.close()
+    assert inner.released == 1
+    with pytest.raises(EngineError, match="closed"):
+        wrapped.run(crops)
+
+
+def test_backends_are_small_subclasses_of_the_base():
+    from emostream.engines.emotion.onnxruntime_backend import OnnxRuntimeEngine
+    from emostream.engines.emotion.tensorrt_backend import TensorRTEngine
+    from emostream.engines.emotion.torch_backend import TorchEngine
+
+    for cls in (OnnxRuntimeEngine, TorchEngine, TensorRTEngine):
+        assert issubclass(cls, EmotionBackend)
+        # The shared steps live in the base class only; a backend that overrides them has drifted.
+        assert {"run", "close", "_forward", "_forward_chunk", "__enter__", "__exit__"}.isdisjoint(vars(cls)), cls
+        assert "_infer" in vars(cls)
+
+
+def _package_imports(path: Path) -> set[str]:
+    """Modules of engines/emotion that ``path`` imports, at the top or inside functions."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        else:
+            continue
+        prefix = "emostream.engines.emotion"
+        names |= {m[len(prefix) + 1 :].split(".")[0] or "__init__" for m in mods if m.startswith(prefix + ".")}
+        names |= {"__init__" for m in mods if m == prefix}
+    return names
+
+
+def test_no_import_circle_inside_the_emotion_package():
+    """Lazy imports count too: a circle through a function-level import is still a circle."""
+    folder = REPO / "engines" / "emotion"
+    modules = {p.stem for p in folder.glob("*.py")}
+    graph = {p.stem: _package_imports(p) & modules - {p.stem} for p in folder.glob("*.py")}
+    assert "engine" not in graph["card"] | graph["backend"]
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == "done":
+            return
+        assert state.get(node) != "open", f"import circle: {' -> '.join([*trail, node])}"
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            visit(nxt, [*trail, node])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        visit(module, [])
 
 
 def test_onnxruntime_path_imports_no_torch():
     """The edge hot path must stay free of torch (ARCHITECTURE.md); check in a fresh interpreter."""
     code = (
         "import sys, numpy as np\n"
-        "from engines.emotion import load_engine\n"
+        "from emostream.engines.emotion import load_engine\n"
         "e = load_engine('onnxruntime', 'v0', threads=1)\n"
         "e.run(np.zeros((2, 64, 64), np.uint8))\n"
         "bad = [m for m in ('torch', 'transformers', 'tensorrt') if m in sys.modules]\n"
