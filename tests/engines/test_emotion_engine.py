@@ -338,6 +338,18 @@ def test_cli_engine_tensorrt_fails_in_one_line(emostream):
     assert out.stdout == ""
 
 
+def test_tensorrt_runtime_needs_are_declared():
+    """The error's install hint names an extra that exists, and the Jetson image installs it (issue 10)."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads TOML")
+    from emostream.engines.emotion.tensorrt_backend import CUDA_PYTHON_HINT
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("cuda-python") for req in extras["tensorrt"]), extras
+    assert CUDA_PYTHON_HINT == "pip install 'emostream[tensorrt]'"
+    docker = (REPO / "jetson" / "Dockerfile.l4t").read_text()
+    assert "pip install --no-cache-dir -e '.[tensorrt]'" in docker and "--system-site-packages" in docker
+
+
 # --- the base class: what a backend gets by implementing only _infer ------------------------------
 
 
