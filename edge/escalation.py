@@ -500,11 +500,14 @@ def open_escalator(
 
 
 class EscalationHook:
-    """Glue for ``run_streams(on_step=…)``: policy -> keyframe -> ``submit``, and answers -> ``write``.
+    """The escalation sink (:mod:`edge.sinks`): keyframes the tracks chose -> ``submit``; answers -> ``write``.
 
+    The decision is not made here: the hook's ``keyframe_policy`` is handed to each stream's tracks
+    (:class:`edge.track.Track`), which decide from the same smoothed state and events the records show
+    and mark the face batch (``keyframe_reasons``); the hook only builds and submits those keyframes.
     Runs on the frame loop's thread, so records are written from the same thread as the frame
-    records (no locking around the output) and it costs a policy check per tracked face plus two
-    JPEG encodes per keyframe -- never a wait for the reasoner.
+    records (no locking around the output) and it costs two JPEG encodes per keyframe -- never a
+    wait for the reasoner.
     """
 
     #: Escalator counters reported as Prometheus drops, by reason.
@@ -521,35 +524,43 @@ class EscalationHook:
         self.metrics = metrics  # edge.metrics.Metrics or None
         self._reported = dict.fromkeys(self._DROP_COUNTERS, 0)
 
-    def __call__(self, step: Any) -> None:
+    @property
+    def keyframe_policy(self) -> Any:
+        """The policy the scheduler gives the stream processors (one global budget for all streams)."""
+        return self.policy
+
+    def step(self, step: Any) -> None:
+        """Submit a keyframe for every face of the step's batch that its track chose to escalate."""
         from emostream.edge.keyframes import make_keyframe
 
-        a = step.analysis
-        frame = a.frame
-        for i, track in enumerate(step.track_ids):
-            if track < 0:
-                continue  # untracked detections have no identity to reason about
-            reason = self.policy.decide(frame.stream, int(track), frame.index, frame.t, a.probs[i], a.labels)
+        batch = step.batch
+        frame = batch.frame
+        for i, reason in enumerate(batch.keyframe_reasons):
             if reason is None:
-                continue
+                continue  # not chosen, or untracked (no identity to reason about)
             kf = make_keyframe(
                 frame.stream,
-                int(track),
+                int(batch.track_ids[i]),
                 frame.index,
                 frame.pts_ns,
-                a.crops[i],
+                batch.crops[i],
                 frame.image,
-                a.faces.boxes[i],
-                a.probs[i],
-                a.labels,
-                reason,
-                va=step.valence_arousal[i],
+                batch.boxes[i],
+                batch.probs[i],
+                batch.labels,
+                str(reason),
+                va=batch.valence_arousal[i],
                 deadline_ms=self.deadline_ms,
             )
             self.escalator.submit(kf)
             if self.metrics is not None:
                 self.metrics.escalation_sent(frame.stream)
         self.flush()
+
+    __call__ = step
+
+    def end(self, stream: str, reason: str, events: list[dict]) -> None:
+        """Nothing per stream: the escalator serves every stream; :meth:`close` drains it at the end."""
 
     def flush(self) -> None:
         for record in self.escalator.poll():

@@ -79,37 +79,36 @@ def _box(box: Sequence[float]) -> list[float]:
     return [round(float(v), 1) for v in box]
 
 
-class StreamEvents:
-    """Event bookkeeping for one stream. Call :meth:`observe` for every tracked face of every frame,
-    :meth:`end` for tracks the tracker expired, and :meth:`finish` once at end of stream."""
+class TrackEvents:
+    """One track's event state (its :class:`_TrackLog`), owned by that track (:class:`edge.track.Track`).
 
-    def __init__(self, stream: str, labels: Sequence[str], config: EventConfig | None = None) -> None:
+    ``counts`` is the stream's tally, shared by all its tracks, so the stream can report totals.
+    """
+
+    def __init__(self, stream: str, track: int, labels: Sequence[str], config: EventConfig,
+                 counts: dict[str, int]) -> None:
         self.stream = stream
+        self.track = track
         self.labels = tuple(labels)
-        self.config = config or EventConfig()
-        self._tracks: dict[int, _TrackLog] = {}
-        self.counts: dict[str, int] = dict.fromkeys(EVENT_KINDS, 0)
-        self.discarded = 0  # tracks that ended before being announced (too short: likely false faces)
+        self.config = config
+        self.counts = counts
+        self.log: _TrackLog | None = None
 
-    @property
-    def open_tracks(self) -> tuple[int, ...]:
-        return tuple(self._tracks)
-
-    def _event(self, kind: str, track: int, frame: int, t: float, **fields: object) -> dict:
+    def _event(self, kind: str, frame: int, t: float, **fields: object) -> dict:
         self.counts[kind] += 1
-        return {"type": "event", "kind": kind, "stream": self.stream, "track": track, "frame": frame,
+        return {"type": "event", "kind": kind, "stream": self.stream, "track": self.track, "frame": frame,
                 "t": round(float(t), 4), **fields}
 
-    def observe(self, track: int, frame: int, t: float, box: Sequence[float], raw_probs: np.ndarray,
+    def observe(self, frame: int, t: float, box: Sequence[float], raw_probs: np.ndarray,
                 state: SmoothedState) -> list[dict]:
-        """One sighting of ``track``; returns the events it causes (start once confirmed, label changes)."""
+        """One sighting; returns the events it causes (start once confirmed, label changes)."""
         probs = np.asarray(raw_probs, np.float64).reshape(-1)
         if probs.shape != (len(self.labels),):
-            raise EventError(f"expected {len(self.labels)} probabilities for track {track}, got {probs.shape}")
-        log = self._tracks.get(track)
+            raise EventError(f"expected {len(self.labels)} probabilities for track {self.track}, got {probs.shape}")
+        log = self.log
         if log is None:
-            log = self._tracks[track] = _TrackLog(first_frame=frame, first_t=t, last_frame=frame, last_t=t,
-                                                  box=_box(box), label=state.label)
+            log = self.log = _TrackLog(first_frame=frame, first_t=t, last_frame=frame, last_t=t,
+                                       box=_box(box), label=state.label)
         log.last_frame, log.last_t, log.box = frame, t, _box(box)
         log.frames += 1
         log.label_frames[state.label] = log.label_frames.get(state.label, 0) + 1
@@ -123,36 +122,31 @@ class StreamEvents:
                 log.announced = True
                 log.label = state.label
                 events.append(self._event(
-                    "track_start", track, log.first_frame, log.first_t, label=state.label,
-                    confidence=round(state.confidence, 4), box=log.box, **self._va(state),
+                    "track_start", log.first_frame, log.first_t, label=state.label,
+                    confidence=round(state.confidence, 4), box=log.box, **_va(state),
                 ))
             else:
                 log.label = state.label  # not announced yet: its label may still settle silently
         elif state.label != log.label:
             log.changes += 1
             events.append(self._event(
-                "emotion_change", track, frame, t, **{"from": log.label, "to": state.label},
-                confidence=round(state.confidence, 4), **self._va(state), dominant=log.dominant(),
+                "emotion_change", frame, t, **{"from": log.label, "to": state.label},
+                confidence=round(state.confidence, 4), **_va(state), dominant=log.dominant(),
                 duration=log.duration,
             ))
             log.label = state.label
         return events
 
-    @staticmethod
-    def _va(state: SmoothedState) -> dict:
-        if state.valence is None or state.arousal is None:
-            return {}
-        return {"valence": round(state.valence, 3), "arousal": round(state.arousal, 3)}
+    @property
+    def announced(self) -> bool:
+        return self.log is not None and self.log.announced
 
-    def end(self, track: int, reason: str = "lost") -> list[dict]:
-        """The tracker dropped ``track``: its ``track_end`` with summary (nothing if never announced)."""
+    def end(self, reason: str = "lost") -> list[dict]:
+        """The track is over: its ``track_end`` with summary (nothing if it was never announced)."""
         if reason not in END_REASONS:
             raise EventError(f"unknown end reason {reason!r} (known: {', '.join(END_REASONS)})")
-        log = self._tracks.pop(track, None)
-        if log is None:
-            return []
-        if not log.announced:
-            self.discarded += 1
+        log, self.log = self.log, None
+        if log is None or not log.announced:
             return []
         mean = log.prob_sum / max(log.frames, 1)
         summary: dict[str, object] = {
@@ -165,10 +159,53 @@ class StreamEvents:
             summary["valence"] = round(float(log.va_sum[0] / log.va_frames), 3)
             summary["arousal"] = round(float(log.va_sum[1] / log.va_frames), 3)
         return [self._event(
-            "track_end", track, log.last_frame, log.last_t, reason=reason, start_frame=log.first_frame,
+            "track_end", log.last_frame, log.last_t, reason=reason, start_frame=log.first_frame,
             start_t=round(float(log.first_t), 4), duration=log.duration, frames=log.frames,
             dominant=log.dominant(), label=log.label, box=log.box, summary=summary,
         )]
+
+
+def _va(state: SmoothedState) -> dict:
+    if state.valence is None or state.arousal is None:
+        return {}
+    return {"valence": round(state.valence, 3), "arousal": round(state.arousal, 3)}
+
+
+class StreamEvents:
+    """Event bookkeeping for a stream's tracks by id, for callers without :class:`edge.track.Track`
+    objects (tests, tools). Call :meth:`observe` for every tracked face of every frame, :meth:`end` for
+    tracks the tracker expired, and :meth:`finish` once at end of stream."""
+
+    def __init__(self, stream: str, labels: Sequence[str], config: EventConfig | None = None) -> None:
+        self.stream = stream
+        self.labels = tuple(labels)
+        self.config = config or EventConfig()
+        self._tracks: dict[int, TrackEvents] = {}
+        self.counts: dict[str, int] = dict.fromkeys(EVENT_KINDS, 0)
+        self.discarded = 0  # tracks that ended before being announced (too short: likely false faces)
+
+    @property
+    def open_tracks(self) -> tuple[int, ...]:
+        return tuple(self._tracks)
+
+    def observe(self, track: int, frame: int, t: float, box: Sequence[float], raw_probs: np.ndarray,
+                state: SmoothedState) -> list[dict]:
+        """One sighting of ``track``; returns the events it causes (start once confirmed, label changes)."""
+        ev = self._tracks.get(track)
+        if ev is None:
+            ev = self._tracks[track] = TrackEvents(self.stream, track, self.labels, self.config, self.counts)
+        return ev.observe(frame, t, box, raw_probs, state)
+
+    def end(self, track: int, reason: str = "lost") -> list[dict]:
+        """The tracker dropped ``track``: its ``track_end`` with summary (nothing if never announced)."""
+        if reason not in END_REASONS:
+            raise EventError(f"unknown end reason {reason!r} (known: {', '.join(END_REASONS)})")
+        ev = self._tracks.pop(track, None)
+        if ev is None:
+            return []
+        if not ev.announced:
+            self.discarded += 1
+        return ev.end(reason)
 
     def finish(self, reason: str = "end_of_stream") -> list[dict]:
         """End every open track (end of stream or a failed source) so no summary is lost."""

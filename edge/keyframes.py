@@ -4,15 +4,21 @@ The VLM is slow and shared by many edges, so the edge escalates only frames that
 information, per face (track):
 
 * ``new_track``: the first confident look at a face;
-* ``label_change``: the *smoothed* label changed (an EMA over the track's probabilities, so one
-  noisy frame does not count as a change);
+* ``label_change``: the track's ``emotion_change`` event fired on this frame. The policy does not
+  smooth labels itself: the track's smoother (:mod:`edge.smoothing`) and its event state
+  (:mod:`edge.events`) already decided that the label changed, and a keyframe that disagreed with the
+  event stream (as a second EMA here once did) would send the reasoner a "change" no record shows;
 * ``uncertain``: the network hesitates -- normalised entropy above a threshold or the top-2 margin
   below one -- the cases where a second opinion helps most;
 * ``heartbeat``: nothing happened for a while; one periodic look keeps the track's reasoning fresh.
 
 Two budgets cap the traffic whatever the video does: a minimum interval per track and a global
-token bucket (keyframes/s with a burst). Time is the caller's media time in seconds (``t``), not
-the wall clock, so the policy is deterministic for a file and correct for a live camera.
+token bucket (keyframes/s with a burst). A ``label_change`` is subject only to the global budget,
+so every ``emotion_change`` event gets its keyframe unless the whole edge is over budget. The
+per-track part of the state (:class:`KeyframeState`) belongs to the track
+(:class:`edge.track.Track`) and ends with it; the policy keeps only the global budget. Time is the
+caller's media time in seconds (``t``), not the wall clock, so the policy is deterministic for a file
+and correct for a live camera.
 """
 
 from __future__ import annotations
@@ -33,68 +39,60 @@ REASONS = ("new_track", "label_change", "uncertain", "heartbeat")
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    ema: float = 0.3  # weight of the newest frame in the smoothed probabilities
     entropy: float = 0.8  # normalised entropy (0..1) at or above which a frame is "uncertain"
     margin: float = 0.15  # top-1 minus top-2 probability below which a frame is "uncertain"
     heartbeat_s: float = 5.0  # escalate at least this often per track
     track_interval_s: float = 1.0  # at most one keyframe per track per this many seconds
     rate: float = 4.0  # global budget: keyframes per second ...
     burst: float = 8.0  # ... with this burst
-    forget_s: float = 30.0  # a track unseen this long is forgotten (bounded memory)
 
 
 @dataclass
-class _Track:
-    smooth: np.ndarray
-    label: int
-    last_seen: float
+class KeyframeState:
+    """One track's keyframe bookkeeping: whether it was looked at yet, and when it last was sent."""
+
+    started: bool = False
     last_sent: float | None = None
 
 
 @dataclass
 class KeyframePolicy:
-    """Per-stream, per-track state; ``decide`` is O(labels) and never blocks."""
+    """The global budget plus the rules; ``decide`` is O(labels) and never blocks."""
 
     config: PolicyConfig = field(default_factory=PolicyConfig)
-    _tracks: dict[tuple[str, int], _Track] = field(default_factory=dict)
     _tokens: float = -1.0
     _t_bucket: float | None = None
-    _t_gc: float = -math.inf
     counts: dict[str, int] = field(default_factory=lambda: {r: 0 for r in (*REASONS, "suppressed")})
 
-    def decide(
-        self, stream: str, track: int, frame: int, t: float, probs: np.ndarray, labels: Sequence[str]
-    ) -> str | None:
-        """The reason to escalate this face now, or None. ``frame`` is informational (logs, tests)."""
-        del frame
+    def decide(self, state: KeyframeState, t: float, probs: np.ndarray, *, label_changed: bool = False) -> str | None:
+        """The reason to escalate this face of this track now, or None (updates ``state``).
+
+        ``label_changed``: the track's ``emotion_change`` event fired on this frame.
+        """
         c = self.config
         p = np.asarray(probs, dtype=np.float64).reshape(-1)
-        if p.shape[0] != len(labels) or p.shape[0] < 2 or not np.all(np.isfinite(p)):
-            return None  # not a probability vector for these labels: nothing sensible to escalate
+        if p.shape[0] < 2 or not np.all(np.isfinite(p)):
+            return None  # not a probability vector: nothing sensible to escalate
         p = np.clip(p, 0.0, None)
         p = p / p.sum() if p.sum() > 0 else np.full(p.shape, 1.0 / p.shape[0])
-        self._forget(t)
-        key = (stream, track)
-        state = self._tracks.get(key)
-        if state is None:
-            state = _Track(smooth=p.copy(), label=int(np.argmax(p)), last_seen=t)
-            self._tracks[key] = state
-            reason: str | None = "new_track"
+        reason: str | None
+        if not state.started:
+            state.started = True
+            reason = "new_track"
+        elif label_changed:
+            reason = "label_change"
+        elif _uncertain(p, c):
+            reason = "uncertain"
+        elif state.last_sent is None or t - state.last_sent >= c.heartbeat_s:
+            reason = "heartbeat"
         else:
-            state.smooth = (1 - c.ema) * state.smooth + c.ema * p
-            state.last_seen = t
-            label = int(np.argmax(state.smooth))
-            reason = None
-            if label != state.label:
-                state.label = label
-                reason = "label_change"
-            elif _uncertain(p, c):
-                reason = "uncertain"
-            elif state.last_sent is None or t - state.last_sent >= c.heartbeat_s:
-                reason = "heartbeat"
-        if reason is None:
             return None
-        if state.last_sent is not None and t - state.last_sent < c.track_interval_s:
+        # A label change is exempt from the per-track interval (not from the global budget): the
+        # smoother already holds a label for ``min_dwell_s``, so changes are rare, and a change
+        # swallowed because an "uncertain" look went out a moment earlier is the one the reasoner
+        # most needs -- with the interval, none of the Pexels clip's three changes was ever sent.
+        if (reason != "label_change" and state.last_sent is not None
+                and t - state.last_sent < c.track_interval_s):
             self.counts["suppressed"] += 1
             return None
         if not self._take_token(t):
@@ -114,14 +112,6 @@ class KeyframePolicy:
             self._tokens -= 1.0
             return True
         return False
-
-    def _forget(self, t: float) -> None:
-        """Drop tracks unseen for ``forget_s`` (checked once per second of media time)."""
-        if t - self._t_gc >= 1.0:
-            self._t_gc = t
-            stale = [k for k, s in self._tracks.items() if t - s.last_seen > self.config.forget_s]
-            for k in stale:
-                del self._tracks[k]
 
 
 def _uncertain(p: np.ndarray, c: PolicyConfig) -> bool:

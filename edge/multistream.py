@@ -9,9 +9,12 @@ Shape of the loop, and why:
 * The main thread takes **one frame from every stream that has one** and hands them to
   :meth:`FrameAnalyzer.analyze_many`, which runs the emotion engine once for all faces of all
   streams -- the engine's per-call overhead is paid once per step, not once per stream.
-* Each stream then has its own :class:`StreamProcessor`: its own ByteTrack tracker (ids are per
-  stream), per-track smoothers and event bookkeeping. Streams never share state, so a stream's
-  results are the same whether it runs alone or beside others (files: frame for frame).
+* Each stream then has its own :class:`~emostream.edge.track.StreamProcessor`: its own ByteTrack
+  tracker (ids are per stream) and :class:`~emostream.edge.track.Track` objects (smoother, events,
+  keyframe state). Streams share only the keyframe budget, so a stream's records are the same
+  whether it runs alone or beside others (files: frame for frame).
+* What a step produced (a :class:`~emostream.edge.face_batch.FaceBatch` and its events) goes to the
+  **sinks** (:mod:`edge.sinks`): JSON records, metrics, overlays, escalation -- in that order.
 * A stream that ends or fails ends alone: its open tracks get their ``track_end`` (reason
   ``end_of_stream`` or ``source_error``), the others go on, and the failure is reported at the end.
 * A stop request (``should_stop``: SIGINT/SIGTERM, see :mod:`edge.shutdown`) is honoured between
@@ -25,24 +28,22 @@ Nothing here imports torch; the engine behind the analyzer is whatever ``load_en
 from __future__ import annotations
 
 import collections
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import cv2
-import numpy as np
-
-from emostream.edge.events import EventConfig, StreamEvents
+from emostream.edge.events import EventConfig
+from emostream.edge.keyframes import KeyframePolicy
 from emostream.edge.metrics import Metrics
-from emostream.edge.overlay import OverlayFace, draw_overlay
-from emostream.edge.pipeline import FrameAnalysis, FrameAnalyzer
-from emostream.edge.smoothing import SmoothedState, SmoothingConfig, TrackSmoother
-from emostream.edge.tracking import FaceTracker, TrackerConfig
-from emostream.engines.emotion.valence_arousal import valence_arousal
+from emostream.edge.pipeline import FrameAnalyzer
+from emostream.edge.sinks import CallbackSink, MetricsSink, OverlaySink, RecordSink, Sink
+from emostream.edge.smoothing import SmoothingConfig
+from emostream.edge.track import StreamProcessor, StreamStep
+from emostream.edge.tracking import TrackerConfig
 from emostream.streams import Frame, SourceError, VideoSource
-from emostream.streams.sink import SinkError, VideoSink, open_sink
+
+__all__ = ["StreamConfigError", "StreamProcessor", "StreamResult", "StreamStep", "run_streams"]
 
 #: Frames a file reader may decode ahead of the analyzer (bounded memory, overlapped decoding).
 _FILE_AHEAD = 2
@@ -50,98 +51,6 @@ _FILE_AHEAD = 2
 
 class StreamConfigError(Exception):
     """Inconsistent multi-stream settings (duplicate stream ids, wrong number of ids or overlays)."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# one stream's state
-
-
-@dataclass(frozen=True)
-class StreamStep:
-    """What one frame of one stream produced: the analysis, per-face track ids and smoothed states,
-    the frame record (with ``track``/``smoothed_label``) and the events, in output order."""
-
-    analysis: FrameAnalysis
-    track_ids: np.ndarray
-    states: list[SmoothedState | None]
-    valence_arousal: np.ndarray  # (N, 2) raw per-face [valence, arousal]
-    record: dict
-    events: list[dict]
-
-    def overlay_faces(self) -> list[OverlayFace]:
-        """What the overlay draws: smoothed label and V/A for tracked faces, raw for the rest."""
-        faces = []
-        analysis = self.analysis
-        for i, state in enumerate(self.states):
-            box = tuple(float(v) for v in analysis.faces.boxes[i])
-            if state is None:
-                k = int(np.argmax(analysis.probs[i]))
-                faces.append(OverlayFace(box, None, analysis.labels[k], float(analysis.probs[i, k]),
-                                         float(self.valence_arousal[i, 0]), float(self.valence_arousal[i, 1])))
-            else:
-                faces.append(OverlayFace(box, int(self.track_ids[i]), state.label, state.confidence,
-                                         state.valence, state.arousal))
-        return faces
-
-
-class StreamProcessor:
-    """Tracker + per-track smoothers + events for one stream. Feed analyses in frame order."""
-
-    def __init__(self, stream: str, labels: Sequence[str], fps: float | None = None,
-                 tracker: TrackerConfig | None = None, smoothing: SmoothingConfig | None = None,
-                 events: EventConfig | None = None) -> None:
-        self.stream = stream
-        self.labels = tuple(labels)
-        fps = fps if fps and 0 < fps <= 1000 else 30.0
-        self.smoothing = smoothing or SmoothingConfig(default_dt_s=1.0 / fps)
-        self.tracker = FaceTracker(fps=fps, config=tracker)
-        self.events = StreamEvents(stream, self.labels, events)
-        self._smoothers: dict[int, TrackSmoother] = {}
-        self.frames = 0
-        self.faces = 0
-
-    @property
-    def open_tracks(self) -> int:
-        return len(self.tracker.active)
-
-    def process(self, analysis: FrameAnalysis) -> StreamStep:
-        frame = analysis.frame
-        update = self.tracker.update(analysis.faces)
-        n = len(analysis.faces)
-        va = (valence_arousal(analysis.probs, self.labels) if n
-              else np.zeros((0, 2), np.float32))
-        states: list[SmoothedState | None] = []
-        events: list[dict] = []
-        record = analysis.record()
-        for i, face in enumerate(record["faces"]):
-            track = int(update.ids[i])
-            state = None
-            if track >= 0:
-                smoother = self._smoothers.get(track)
-                if smoother is None:
-                    smoother = self._smoothers[track] = TrackSmoother(self.labels, self.smoothing)
-                state = smoother.update(analysis.probs[i], frame.t, va[i])
-                events.extend(self.events.observe(track, frame.index, frame.t, analysis.faces.boxes[i],
-                                                  analysis.probs[i], state))
-            states.append(state)
-            face["track"] = track if track >= 0 else None
-            face["smoothed_label"] = state.label if state else None
-            face["valence"] = round(float(va[i, 0]), 3)
-            face["arousal"] = round(float(va[i, 1]), 3)
-            if state is not None and state.valence is not None:
-                face["smoothed_va"] = [round(state.valence, 3), round(state.arousal or 0.0, 3)]
-        for track in update.ended:
-            self._smoothers.pop(track, None)
-            events.extend(self.events.end(track, "lost"))
-        self.frames += 1
-        self.faces += n
-        return StreamStep(analysis, update.ids, states, va, record, events)
-
-    def finish(self, reason: str = "end_of_stream") -> list[dict]:
-        """End every open track (with its summary); call once when the stream is over."""
-        self.tracker.finish()
-        self._smoothers.clear()
-        return self.events.finish(reason)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -216,33 +125,6 @@ class StreamResult:
     interrupted: bool = False  # ended by a stop request, not by its source
 
 
-class _Overlay:
-    """Annotated output of one stream, opened lazily at the first frame (its size is known then)."""
-
-    def __init__(self, uri: str, fps: float | None) -> None:
-        self.uri = uri
-        self.fps = fps if fps and 0 < fps <= 1000 else 30.0
-        self.sink: VideoSink | None = None
-
-    def write(self, step: StreamStep, caption: str) -> None:
-        image = step.analysis.frame.image
-        h, w = image.shape[:2]
-        h2, w2 = h - h % 2, w - w % 2  # H.264 wants even sizes: drop the odd last row/column
-        if self.sink is None:
-            self.sink = open_sink(self.uri, w2, h2, self.fps)
-        drawn = draw_overlay(image[:h2, :w2], step.overlay_faces(), caption)
-        if drawn.shape[:2] != (self.sink.height, self.sink.width):  # the source changed resolution
-            drawn = cv2.resize(drawn, (self.sink.width, self.sink.height), interpolation=cv2.INTER_AREA)
-        self.sink.write(drawn, pts_ns=step.analysis.frame.pts_ns)
-
-    def close(self) -> int:
-        if self.sink is None:
-            return 0
-        frames = self.sink.frames
-        self.sink.close()
-        return frames
-
-
 def run_streams(
     analyzer: FrameAnalyzer,
     sources: Sequence[VideoSource],
@@ -254,7 +136,8 @@ def run_streams(
     tracker: TrackerConfig | None = None,
     smoothing: SmoothingConfig | None = None,
     events: EventConfig | None = None,
-    on_step: Callable[[StreamStep], None] | None = None,
+    on_step: Callable[[StreamStep], None] | Sink | None = None,
+    sinks: Sequence[Sink] = (),
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[StreamResult]:
@@ -262,8 +145,9 @@ def run_streams(
 
     ``write`` receives every record (frame records and events, interleaved in the order they happen).
     ``overlays[i]`` is an output URI for stream ``i``'s annotated video (None: no overlay).
-    ``max_frames`` caps frames per stream. ``on_step`` sees each :class:`StreamStep` (the keyframe
-    policy hooks in there). Sources are closed on return.
+    ``max_frames`` caps frames per stream. ``sinks`` (and ``on_step``, a sink or a plain callable) see
+    each :class:`StreamStep` after the records are written; a sink with a ``keyframe_policy`` (the
+    escalation hook) gets its keyframes decided by the tracks. Sources are closed on return.
 
     ``should_stop`` is polled between steps (and while waiting for frames); once it says True, the
     streams still running end with reason ``interrupted`` and the results are returned normally
@@ -280,127 +164,161 @@ def run_streams(
     if len(overlays) != len(sources):
         raise StreamConfigError(f"{len(overlays)} overlay outputs for {len(sources)} streams")
     metrics = metrics or Metrics()
-    labels = analyzer.labels
-    cond = threading.Condition()
-    # Files stop reading at max_frames; a live reader replaces unread frames, so the cap is applied
-    # to frames analysed, below.
-    readers = [_Reader(s, cond, None if s.latest_only else max_frames) for s in sources]
-    procs = [StreamProcessor(s.stream, labels, s.fps, tracker, smoothing, events) for s in sources]
-    outs = [_Overlay(o, s.fps) if o else None for o, s in zip(overlays, sources)]
-    results = [StreamResult(s.stream, s.uri, overlay=o, live=s.is_live) for s, o in zip(sources, overlays)]
-    finished = [False] * len(sources)
-    timer = analyzer.timer
-    total_frames = total_faces = 0
+    extra = list(sinks)
+    if on_step is not None:
+        extra.append(on_step if isinstance(on_step, Sink) else CallbackSink(on_step))
+    overlay_sink = OverlaySink({s.stream: (o, s.fps) for s, o in zip(sources, overlays) if o})
+    all_sinks: list[Sink] = [RecordSink(write), *extra, MetricsSink(metrics), overlay_sink]
+    policies = [p for p in (getattr(s, "keyframe_policy", None) for s in all_sinks) if p is not None]
+    policy: KeyframePolicy | None = policies[0] if policies else None
+    return _Scheduler(analyzer, sources, all_sinks, overlay_sink, metrics, max_frames,
+                      [StreamProcessor(s.stream, analyzer.labels, s.fps, tracker, smoothing, events, policy)
+                       for s in sources],
+                      [StreamResult(s.stream, s.uri, overlay=o, live=s.is_live) for s, o in zip(sources, overlays)],
+                      progress, should_stop).run()
 
-    def emit(i: int, records: list[dict]) -> None:
-        for rec in records:
-            write(rec)
-            if rec.get("type") == "event":
-                metrics.event(rec["stream"], rec["kind"])
-                results[i].events[rec["kind"]] = results[i].events.get(rec["kind"], 0) + 1
 
-    def stopping() -> bool:
-        return should_stop is not None and should_stop()
+class _Scheduler:
+    """Readers in, one batched analysis per step, per-stream processors, sinks out; ends streams once."""
 
-    def end_stream(i: int, reason: str) -> None:
-        finished[i] = True
-        results[i].interrupted = reason == "interrupted"
+    def __init__(self, analyzer: FrameAnalyzer, sources: Sequence[VideoSource], sinks: list[Sink],
+                 overlays: OverlaySink, metrics: Metrics, max_frames: int | None,
+                 procs: list[StreamProcessor], results: list[StreamResult],
+                 progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None) -> None:
+        self.analyzer, self.sources, self.sinks, self.overlays = analyzer, sources, sinks, overlays
+        self.metrics, self.max_frames, self.procs, self.results = metrics, max_frames, procs, results
+        self.progress, self.should_stop = progress, should_stop
+        self.cond = threading.Condition()
+        # Files stop reading at max_frames; a live reader replaces unread frames, so the cap is applied
+        # to frames analysed, below.
+        self.readers = [_Reader(s, self.cond, None if s.latest_only else max_frames) for s in sources]
+        self.finished = [False] * len(sources)
+        self.total_frames = self.total_faces = 0
+
+    def stopping(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
+
+    def count_events(self, i: int, events: list[dict]) -> None:
+        for rec in events:
+            self.results[i].events[rec["kind"]] = self.results[i].events.get(rec["kind"], 0) + 1
+
+    def end_stream(self, i: int, reason: str) -> None:
+        """End stream ``i`` in every sink; each sink is ended even if an earlier one failed (the
+        overlay is finished even when the records cannot be written), and the first error is raised."""
+        self.finished[i] = True
+        self.results[i].interrupted = reason == "interrupted"
+        stream = self.procs[i].stream
+        events = self.procs[i].finish(reason)
+        self.count_events(i, events)
+        first: BaseException | None = None
+        for sink in self.sinks:
+            try:
+                sink.end(stream, reason, events)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the other sinks
+                first = first or exc
+        self.results[i].overlay_frames = self.overlays.frames.get(stream, 0)
+        if stream in self.overlays.errors:
+            self.results[i].error = self.results[i].error or self.overlays.errors[stream]
+        if first is not None:
+            raise first
+
+    def record_drops(self, i: int) -> None:
+        dropped = self.readers[i].dropped + self.sources[i].frames_dropped
+        self.results[i].dropped = dropped
+        self.metrics.dropped_frames(self.procs[i].stream, dropped)
+
+    def take(self) -> tuple[list[tuple[int, Frame]], list[int]]:
+        """Wait for frames; one from every stream that has one, and the streams that are drained."""
+        readers, finished = self.readers, self.finished
+        with self.cond:
+            while not any(r.buf for r, f in zip(readers, finished) if not f) and not any(
+                    r.drained for r, f in zip(readers, finished) if not f) and not self.stopping():
+                self.cond.wait(0.5)
+            taken = [(i, r.buf.popleft()) for i, r in enumerate(readers) if not finished[i] and r.buf]
+            drained = [i for i, r in enumerate(readers) if not finished[i] and r.drained]
+            self.cond.notify_all()
+        return taken, drained
+
+    def step(self, taken: list[tuple[int, Frame]]) -> None:
+        """One batched analysis, then each stream's processor and the sinks, in stream order."""
+        timer = self.analyzer.timer
+        before = dict(timer.totals)
+        batches = self.analyzer.analyze_many([frame for _, frame in taken])
+        for stage, total in timer.totals.items():
+            self.metrics.stage(stage, total - before.get(stage, 0.0))
+        t_track = 0.0
+        t_sinks: dict[int, float] = {}
+        for (i, _frame), batch in zip(taken, batches):
+            t0 = time.perf_counter()
+            step = self.procs[i].process(batch)
+            t_track += time.perf_counter() - t0
+            self.count_events(i, step.events)
+            for k, sink in enumerate(self.sinks):
+                t0 = time.perf_counter()
+                sink.step(step)
+                t_sinks[k] = t_sinks.get(k, 0.0) + time.perf_counter() - t0
+            n_faces = len(batch)
+            self.results[i].frames += 1
+            self.results[i].faces += n_faces
+            self.results[i].frames_with_faces += bool(n_faces)
+            self.total_frames += 1
+            self.total_faces += n_faces
+        self.metrics.stage("track", t_track)
+        for k, sink in enumerate(self.sinks):
+            stage = getattr(sink, "stage", None)
+            if stage and getattr(sink, "active", True):
+                self.metrics.stage(stage, t_sinks.get(k, 0.0))
+        for i, _frame in taken:
+            if self.procs[i].stream in self.overlays.errors:
+                self.results[i].error = self.results[i].error or self.overlays.errors[self.procs[i].stream]
+        if self.progress is not None:
+            self.progress(self.total_frames, self.total_faces)
+
+    def run(self) -> list[StreamResult]:
+        n = len(self.sources)
+        for s in self.sources:
+            self.metrics.stream_started(s.stream)
+        for r in self.readers:
+            r.start()
         try:
-            emit(i, procs[i].finish(reason))
-        finally:  # the overlay is finished even when the records cannot be written
-            metrics.tracks(procs[i].stream, 0)
-            metrics.stream_ended(procs[i].stream, failed=reason == "source_error")
-            if outs[i] is not None:
-                try:
-                    results[i].overlay_frames = outs[i].close()
-                except SinkError as exc:
-                    results[i].error = results[i].error or str(exc)
-                outs[i] = None
-
-    def record_drops(i: int) -> None:
-        dropped = readers[i].dropped + sources[i].frames_dropped
-        results[i].dropped = dropped
-        metrics.dropped_frames(procs[i].stream, dropped)
-
-    for s in sources:
-        metrics.stream_started(s.stream)
-    for r in readers:
-        r.start()
-    try:
-        while not all(finished):
-            t_wait = time.perf_counter()
-            if stopping():
-                for i in range(len(sources)):
-                    if not finished[i]:
-                        record_drops(i)
-                        end_stream(i, "interrupted")
-                break
-            with cond:
-                while not any(r.buf for r, f in zip(readers, finished) if not f) and not any(
-                        r.drained for r, f in zip(readers, finished) if not f) and not stopping():
-                    cond.wait(0.5)
-                taken = [(i, r.buf.popleft()) for i, r in enumerate(readers) if not finished[i] and r.buf]
-                drained = [i for i, r in enumerate(readers) if not finished[i] and r.drained]
-                cond.notify_all()
-            metrics.stage("wait", time.perf_counter() - t_wait)
-            if taken:
-                before = dict(timer.totals)
-                analyses = analyzer.analyze_many([frame for _, frame in taken])
-                for stage, total in timer.totals.items():
-                    metrics.stage(stage, total - before.get(stage, 0.0))
-                t_track = t_overlay = 0.0
-                for (i, _frame), analysis in zip(taken, analyses):
-                    t0 = time.perf_counter()
-                    step = procs[i].process(analysis)
-                    t_track += time.perf_counter() - t0
-                    emit(i, [step.record, *step.events])
-                    if on_step is not None:
-                        on_step(step)
-                    n_faces = len(analysis.faces)
-                    results[i].frames += 1
-                    results[i].faces += n_faces
-                    results[i].frames_with_faces += bool(n_faces)
-                    total_frames += 1
-                    total_faces += n_faces
-                    metrics.frame(procs[i].stream, n_faces)
-                    metrics.tracks(procs[i].stream, procs[i].open_tracks)
-                    if outs[i] is not None:
-                        t0 = time.perf_counter()
-                        try:
-                            outs[i].write(step, f"{procs[i].stream}  #{analysis.frame.index}")
-                        except SinkError as exc:
-                            results[i].error = results[i].error or str(exc)
-                            outs[i] = None  # stop annotating this stream; records go on
-                        t_overlay += time.perf_counter() - t0
-                metrics.stage("track", t_track)
-                if any(o is not None for o in outs):
-                    metrics.stage("overlay", t_overlay)
-                if progress is not None:
-                    progress(total_frames, total_faces)
-            if max_frames is not None:
-                for i, r in enumerate(readers):
-                    if not finished[i] and results[i].frames >= max_frames and i not in drained:
-                        r.stop.set()
-                        drained.append(i)
-            for i in drained:
-                r = readers[i]
-                record_drops(i)
-                if r.error:
-                    results[i].error = r.error
-                end_stream(i, "source_error" if r.error else "end_of_stream")
-    except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "end_of_stream"
-        for i in range(len(sources)):
-            if not finished[i]:
-                with contextlib.suppress(Exception):  # keep the first error; the rest is best effort
-                    end_stream(i, reason)
-        raise
-    finally:
-        for r in readers:
-            r.stop.set()
-        with cond:
-            cond.notify_all()
-        for r, s in zip(readers, sources):
-            r.join(timeout=2.0)
-            s.close()
-    return results
+            while not all(self.finished):
+                t_wait = time.perf_counter()
+                if self.stopping():
+                    for i in range(n):
+                        if not self.finished[i]:
+                            self.record_drops(i)
+                            self.end_stream(i, "interrupted")
+                    break
+                taken, drained = self.take()
+                self.metrics.stage("wait", time.perf_counter() - t_wait)
+                if taken:
+                    self.step(taken)
+                if self.max_frames is not None:
+                    for i, r in enumerate(self.readers):
+                        if not self.finished[i] and self.results[i].frames >= self.max_frames and i not in drained:
+                            r.stop.set()
+                            drained.append(i)
+                for i in drained:
+                    r = self.readers[i]
+                    self.record_drops(i)
+                    if r.error:
+                        self.results[i].error = r.error
+                    self.end_stream(i, "source_error" if r.error else "end_of_stream")
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "end_of_stream"
+            for i in range(n):
+                if not self.finished[i]:
+                    try:
+                        self.end_stream(i, reason)
+                    except Exception:  # noqa: BLE001, S112 - keep the first error; the rest is best effort
+                        continue
+            raise
+        finally:
+            for r in self.readers:
+                r.stop.set()
+            with self.cond:
+                self.cond.notify_all()
+            for r, s in zip(self.readers, self.sources):
+                r.join(timeout=2.0)
+                s.close()
+        return self.results

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from emostream.edge.face_batch import FaceBatch
 
 
 class OverlayError(Exception):
@@ -36,6 +40,18 @@ class OverlayFace:
     confidence: float
     valence: float | None = None
     arousal: float | None = None
+
+    @classmethod
+    def from_batch(cls, batch: FaceBatch) -> list[OverlayFace]:
+        """What the overlay draws for a face batch: smoothed label and V/A for tracked faces, raw for the
+        rest -- read from the same batch the frame record is written from."""
+        faces = []
+        for i in range(len(batch)):
+            label, confidence, valence, arousal = batch.display(i)
+            track = int(batch.track_ids[i])
+            box = tuple(float(v) for v in batch.boxes[i])
+            faces.append(cls(box, track if track >= 0 else None, label, confidence, valence, arousal))  # type: ignore[arg-type]
+        return faces
 
 
 _UNTRACKED = (160, 160, 160)

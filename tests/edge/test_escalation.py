@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from emostream.edge.escalation import EscalationError, open_escalator
-from emostream.edge.keyframes import KeyframePolicy, PolicyConfig, make_keyframe
+from emostream.edge.keyframes import KeyframePolicy, KeyframeState, PolicyConfig, make_keyframe
 from emostream.engines.labels import CANONICAL_LABELS
 from tests.reasoner.procs import REPO, FakeOpenAI, face_crop, reasoner_process
 
@@ -71,6 +71,7 @@ def drive(esc, face, n_frames: int, tracks: int = 3, on_frame=None):
     """The edge loop at FPS: policy -> keyframe -> submit; returns (records, submit times s, wall s)."""
     crop, rgb = face
     policy = KeyframePolicy(PolicyConfig(track_interval_s=0.25, rate=12, burst=12, heartbeat_s=1.0))
+    states = {track: KeyframeState() for track in range(tracks)}
     records, times = [], []
     start = time.monotonic()
     for i in range(n_frames):
@@ -79,7 +80,7 @@ def drive(esc, face, n_frames: int, tracks: int = 3, on_frame=None):
             on_frame(i)
         for track in range(tracks):
             p = probs_at(i + 10 * track)
-            reason = policy.decide("cam0", track, i, t, p, L)
+            reason = policy.decide(states[track], t, p)
             if reason:
                 kf = make_keyframe(
                     "cam0", track, i, int(t * 1e9), crop, rgb, [0, 0, 96, 96], p, L, reason, deadline_ms=800
@@ -212,9 +213,9 @@ def test_slow_reasoner_deadlines_expire_and_late_replies_are_delivered(tmp_path,
 def test_edge_escalation_path_imports_no_torch_or_transformers():
     code = (
         "import sys, numpy as np\n"
-        "from edge.escalation import open_escalator\n"
-        "from edge.keyframes import KeyframePolicy, make_keyframe\n"
-        "from engines.labels import CANONICAL_LABELS as L\n"
+        "from emostream.edge.escalation import open_escalator\n"
+        "from emostream.edge.keyframes import KeyframePolicy, make_keyframe\n"
+        "from emostream.engines.labels import CANONICAL_LABELS as L\n"
         "esc = open_escalator('inproc', keys_dir=None, insecure=False, labels=L)\n"
         "p = np.full(8, 1 / 8)\n"
         "esc.submit(make_keyframe('c', 1, 0, 0, np.zeros((8, 8), np.uint8), None, [0, 0, 8, 8], p, L, 'x'))\n"

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emostream.edge.keyframes import KeyframePolicy, PolicyConfig, make_keyframe
+from emostream.edge.keyframes import KeyframePolicy, KeyframeState, PolicyConfig, make_keyframe
 from emostream.engines.labels import CANONICAL_LABELS
 from emostream.reasoner.schema import pack, unpack, validate_keyframe
 
@@ -20,11 +20,13 @@ def onehotish(label: str, p: float = 0.9) -> np.ndarray:
     return v
 
 
-def run(policy, frames, stream="cam", track=1):
-    """Feed (t, probs) pairs; return [(t, reason)] for escalated frames."""
+def run(policy, frames, changes=()):
+    """Feed (t, probs) pairs of one track; ``changes``: indices where its emotion_change fired.
+    Returns [(t, reason)] for escalated frames."""
+    state = KeyframeState()
     out = []
     for i, (t, probs) in enumerate(frames):
-        reason = policy.decide(stream, track, i, t, probs, L)
+        reason = policy.decide(state, t, probs, label_changed=i in changes)
         if reason:
             out.append((round(t, 2), reason))
     return out
@@ -37,16 +39,16 @@ def test_steady_confident_face_gets_new_track_then_heartbeats_only():
     assert got == [(0.0, "new_track"), (5.0, "heartbeat"), (10.0, "heartbeat")]
 
 
-def test_one_noisy_frame_is_not_a_label_change_but_a_sustained_one_is():
-    policy = KeyframePolicy()
+def test_label_change_fires_exactly_on_the_event_and_not_on_probabilities_alone():
+    """The policy does not smooth on its own: a sustained switch in the probabilities without an
+    emotion_change event is no label_change; the event's frame is, even inside the track interval."""
+    policy = KeyframePolicy(PolicyConfig(track_interval_s=1.0))
     frames = [(i / FPS, onehotish("sad")) for i in range(50)]
-    frames[30] = (30 / FPS, onehotish("happy", 0.95))  # a single outlier frame
     frames += [((50 + i) / FPS, onehotish("happy")) for i in range(25)]
-    got = run(policy, frames)
-    reasons = [r for _, r in got]
-    assert reasons == ["new_track", "label_change"]
-    t_change = got[1][0]
-    assert 2.0 < t_change < 2.3  # the smoothed label flips a few frames after the switch at 2.0 s
+    assert [r for _, r in run(policy, frames)] == ["new_track"]
+    policy = KeyframePolicy(PolicyConfig(track_interval_s=1.0))
+    got = run(policy, frames, changes={10, 55})
+    assert got == [(0.0, "new_track"), (0.4, "label_change"), (2.2, "label_change")]
 
 
 def test_uncertain_frames_escalate_at_most_once_per_track_interval():
@@ -58,25 +60,27 @@ def test_uncertain_frames_escalate_at_most_once_per_track_interval():
     assert policy.counts["suppressed"] > 0
 
 
-def test_global_budget_caps_many_faces():
+def test_global_budget_caps_many_faces_and_label_changes():
     cfg = PolicyConfig(rate=4.0, burst=8.0, track_interval_s=0.5)
     policy = KeyframePolicy(cfg)
     unsure = np.full(len(L), 1 / len(L))
+    states = [KeyframeState() for _ in range(20)]
     sent = 0
     seconds = 5
     for i in range(int(seconds * FPS)):
         for track in range(20):
-            sent += policy.decide("cam", track, i, i / FPS, unsure, L) is not None
+            sent += policy.decide(states[track], i / FPS, unsure, label_changed=i % 5 == 0) is not None
     assert sent <= cfg.burst + cfg.rate * seconds + 1
     assert sent >= cfg.rate * seconds  # the budget is used, not wasted
 
 
-def test_streams_are_separate_and_bad_probs_are_ignored():
+def test_tracks_are_separate_and_bad_probs_are_ignored():
     policy = KeyframePolicy()
-    assert policy.decide("a", 1, 0, 0.0, onehotish("happy"), L) == "new_track"
-    assert policy.decide("b", 1, 0, 0.0, onehotish("happy"), L) == "new_track"
-    assert policy.decide("a", 2, 0, 0.0, np.ones(3), L) is None
-    assert policy.decide("a", 3, 0, 0.0, np.full(len(L), np.nan), L) is None
+    a, b = KeyframeState(), KeyframeState()
+    assert policy.decide(a, 0.0, onehotish("happy")) == "new_track"
+    assert policy.decide(b, 0.0, onehotish("happy")) == "new_track"
+    assert policy.decide(KeyframeState(), 0.0, np.ones(1)) is None
+    assert policy.decide(KeyframeState(), 0.0, np.full(len(L), np.nan)) is None
 
 
 def test_make_keyframe_builds_a_valid_message(data_file):
