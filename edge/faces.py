@@ -29,9 +29,11 @@ full        1      41/43 = 0.95         5 of 5       0          ~12
 full        2      43/43 = 1.00         5 of 5       0          ~45
 ==========  =====  ===================  ===========  =========  ===================
 
-(PASCAL: 9 photos, 43 hand-labelled faces of 37-109 px.) The default is therefore ``full``: four
-times the recall of ``short`` on small and mid-size faces, no dog faces, and ~12 ms still fits a
-30 fps budget. ``short`` remains the cheap choice for one person close to a kiosk camera.
+(PASCAL: 9 photos, 43 hand-labelled faces of 37-109 px.) The default is ``short`` (``emostream run
+--detector``, :class:`FaceDetector`): the product's case is one or a few people within ~2 m of the
+camera, where it finds the faces at a quarter of the cost. ``full`` is the choice for small or far
+faces -- four times the recall of ``short`` on them, no dog faces, and ~12 ms still fits a 30 fps
+budget.
 
 ``tiles`` (default 1 = off) additionally runs the detector on a grid of ``tiles x tiles``
 overlapping sub-images and merges everything with NMS: small faces become large in the model's

@@ -25,34 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import supervision as sv  # at import time, like mediapipe: matplotlib must load before GStreamer runs
 
+from emostream.edge.config import TrackerConfig, TrackingError
 from emostream.edge.faces import Faces
 
-
-class TrackingError(Exception):
-    """Bad tracker settings (non-positive frame rate, thresholds outside their range)."""
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Tracker knobs, in units an operator can reason about (seconds, IoU), not ByteTrack's internals.
-
-    ``lost_seconds``: how long a face may go undetected (occluded, turned away, missed) and come back
-    under the same id. ``match_iou``: the least overlap between a track's predicted box and a
-    detection that may be associated. ``activation_score``: detections at or above it start and feed
-    tracks; those between 0.1 and it only keep existing tracks alive (ByteTrack's second round).
-    """
-
-    lost_seconds: float = 1.0
-    match_iou: float = 0.2
-    activation_score: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.lost_seconds <= 3600.0:
-            raise TrackingError(f"lost_seconds must be within [0, 3600], got {self.lost_seconds}")
-        if not 0.0 < self.match_iou < 1.0:
-            raise TrackingError(f"match_iou must be within (0, 1), got {self.match_iou}")
-        if not 0.0 < self.activation_score < 1.0:
-            raise TrackingError(f"activation_score must be within (0, 1), got {self.activation_score}")
+__all__ = ["FaceTracker", "TrackUpdate", "TrackerConfig", "TrackingError"]
 
 
 @dataclass(frozen=True)

@@ -7,43 +7,32 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
-from emostream.edge import shutdown
-from emostream.edge.escalation import EscalationHook, open_escalator
-from emostream.edge.events import EventConfig
-from emostream.edge.faces import FaceDetector
-from emostream.edge.metrics import Metrics
-from emostream.edge.multistream import StreamConfigError, run_streams
-from emostream.edge.output import JsonLinesWriter, OutputError, Progress
-from emostream.edge.pipeline import FrameAnalyzer
-from emostream.edge.smoothing import SmoothingConfig
-from emostream.edge.timing import StageTimer
-from emostream.edge.tracking import TrackerConfig
-from emostream.engines.emotion import DEFAULT_MODEL, load_engine
-from emostream.streams import SourceError, open_source
-from emostream.streams.sink import parse_sink_uri
-from emostream.streams.uri import parse_uri
+from emostream.edge.config import (
+    ENGINES,
+    RUN_HEAD,
+    DetectorOptions,
+    EngineOptions,
+    RunOptions,
+    add_arguments,
+    from_args,
+)
 
-ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
+__all__ = ["ENGINES", "add_detector_args", "add_engine_args", "register", "run"]
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
-    """Model and runtime flags shared by run, eval and bench."""
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="emotion network runtime (auto: TensorRT where available, else ONNX Runtime)")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"registered model name or path to a model card/.onnx (default: {DEFAULT_MODEL})")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine (default: runtime's)")
-    p.add_argument("--tta", action="store_true",
-                   help="horizontal-flip test-time augmentation: each face and its mirror in one batch "
-                        "(student: +1.3 points on FER2013 val, about 1.5x the inference time)")
+    """Model and runtime flags shared by run, eval and bench (defaults: :class:`EngineOptions`)."""
+    add_arguments(p, EngineOptions)
 
 
 def add_detector_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", choices=("short", "full"), default="short",
-                   help="BlazeFace model: short range (faces within ~2 m, default) or full range")
-    p.add_argument("--min-score", type=float, default=0.5, help="face detection threshold (default 0.5)")
+    """Detector flags shared by run, eval and bench (defaults: :class:`DetectorOptions`)."""
+    add_arguments(p, DetectorOptions)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,39 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run GStreamer -> MediaPipe faces -> emotion network on one or more SOURCEs "
                                    "(one process, shared detector and engine, batched across streams) and write "
                                    "one JSON object per frame, plus track events.")
-    p.add_argument("sources", metavar="SOURCE", nargs="+",
-                   help="file path or file://, /dev/videoN or v4l2://, csi://N, rtsp://..., test://, or an image")
-    p.add_argument("--output", "-o", metavar="FILE.jsonl",
-                   help="append records to this file (default: stdout); a restart adds to it")
-    p.add_argument("--overwrite", action="store_true",
-                   help="truncate --output first instead of appending to it")
-    p.add_argument("--stream-id", action="append", default=None, metavar="NAME",
-                   help="name of a stream in the records (repeat once per SOURCE, in order; default: the URI)")
+    add_arguments(p, RunOptions, RUN_HEAD)
     add_engine_args(p)
     add_detector_args(p)
-    p.add_argument("--max-frames", type=int, default=None, help="stop each stream after this many frames")
-    p.add_argument("--overlay", action="append", default=None, metavar="URI",
-                   help="annotated video out: out.mp4/.mkv, rtp://HOST:PORT or rtsp://@:PORT/PATH (repeat once "
-                        "per SOURCE; with one URI and several sources, {i} in it becomes the source number)")
-    p.add_argument("--smooth-seconds", type=float, default=0.5,
-                   help="time constant of the per-track label smoothing (default 0.5 s; 0 = off)")
-    p.add_argument("--track-timeout", type=float, default=1.0,
-                   help="seconds a face may go undetected and keep its track id (default 1.0)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="N",
-                   help="serve Prometheus metrics at http://HOST:N/metrics while running")
-    p.add_argument("--metrics-host", default="127.0.0.1",
-                   help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for all interfaces)")
-    p.add_argument("--reasoner", default="inproc", metavar="SPEC",
-                   help="keyframe escalation: inproc (knowledge engine in this process, default), "
-                        "tcp://HOST:PORT (a `emostream reasoner` service) or none")
-    p.add_argument("--keys", metavar="DIR", help="CURVE keys from `emostream keys DIR` for a tcp:// reasoner")
-    p.add_argument("--insecure", action="store_true", help="allow a plain-TCP reasoner off loopback")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+    add_arguments(p, RunOptions, tuple(n for n in RunOptions.__dataclass_fields__ if n not in RUN_HEAD))
     p.set_defaults(handler=run, handles_stop_signals=True)
 
 
 def _overlay_uris(args: argparse.Namespace) -> list[str | None]:
     """One overlay URI (or None) per source, checked before anything is opened."""
+    from emostream.edge.multistream import StreamConfigError
+    from emostream.streams.sink import parse_sink_uri
+
     n = len(args.sources)
     given = args.overlay or []
     if not given:
@@ -116,6 +84,11 @@ def _same_file(a: Path, b: Path) -> bool:
 def _refuse_overwriting_inputs(args: argparse.Namespace, overlays: list[str | None]) -> None:
     """Refuse an output that is an input (``run x.mp4 -o x.mp4``) or another output, before anything is
     opened: opening it for writing would destroy the video the user asked to analyse."""
+    from emostream.edge.output import OutputError
+    from emostream.streams import SourceError
+    from emostream.streams.sink import parse_sink_uri
+    from emostream.streams.uri import parse_uri
+
     inputs: list[tuple[str, Path]] = []
     for uri in args.sources:
         try:
@@ -143,12 +116,27 @@ def _refuse_overwriting_inputs(args: argparse.Namespace, overlays: list[str | No
 
 
 def _stream_ids(args: argparse.Namespace) -> list[str]:
+    from emostream.edge.multistream import StreamConfigError
+
     ids = args.stream_id or list(args.sources)
     if args.stream_id and len(args.stream_id) != len(args.sources):
         raise StreamConfigError(f"{len(args.stream_id)} --stream-id names for {len(args.sources)} sources")
     if len(set(ids)) != len(ids):
         raise StreamConfigError("stream ids must be unique (a source given twice needs --stream-id names)")
     return ids
+
+
+def _on_error(fn: Callable[[], Any], *ignore: type[BaseException]) -> Callable[..., bool]:
+    """An ExitStack exit callback that calls ``fn`` only when the block failed (``ignore``: errors of
+    ``fn`` itself to swallow so that the block's own error is the one reported)."""
+
+    def exit_(exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if exc_type is not None:
+            with contextlib.suppress(*ignore):
+                fn()
+        return False
+
+    return exit_
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,89 +146,86 @@ def run(args: argparse.Namespace) -> int:
     was. Once the output is open, SIGINT/SIGTERM (see :mod:`edge.shutdown`) stop the loop between
     steps, and the normal shutdown runs: open tracks end (``interrupted``), overlays are finished,
     late reasoner answers are written, and the CLI then exits with 128 + signal.
+
+    Everything opened is registered on one :class:`contextlib.ExitStack` as it is opened, so a failure
+    or a signal at any point closes exactly what exists, in reverse order.
     """
-    if args.max_frames is not None and args.max_frames < 1:
+    # The heavy imports (mediapipe via edge.faces, supervision, onnxruntime, GStreamer) happen here, not
+    # when the parser is built: `emostream keys` or `emostream run --help` never pay for them.
+    from emostream.edge import shutdown
+    from emostream.edge.escalation import EscalationHook, open_escalator
+    from emostream.edge.events import EventConfig
+    from emostream.edge.faces import FaceDetector
+    from emostream.edge.metrics import Metrics
+    from emostream.edge.multistream import StreamConfigError, run_streams
+    from emostream.edge.output import JsonLinesWriter, OutputError, Progress
+    from emostream.edge.pipeline import FrameAnalyzer
+    from emostream.edge.timing import StageTimer
+    from emostream.engines.emotion import load_engine
+    from emostream.streams import SourceError, open_source
+
+    opts = from_args(RunOptions, args)
+    engine_opts = from_args(EngineOptions, args)
+    detector_opts = from_args(DetectorOptions, args)
+    if opts.max_frames is not None and opts.max_frames < 1:
         raise SourceError("--max-frames must be at least 1")
-    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
-        raise StreamConfigError(f"--metrics-port must be within 0..65535, got {args.metrics_port}")
+    if opts.metrics_port is not None and not 0 <= opts.metrics_port <= 65535:
+        raise StreamConfigError(f"--metrics-port must be within 0..65535, got {opts.metrics_port}")
     ids = _stream_ids(args)
     overlays = _overlay_uris(args)
     _refuse_overwriting_inputs(args, overlays)
     stop = shutdown.current()
-    tracker = TrackerConfig(lost_seconds=args.track_timeout)
-    smoothing = SmoothingConfig(time_constant_s=args.smooth_seconds)
-    sources = []
-    try:
-        for uri, sid in zip(args.sources, ids):
-            sources.append(open_source(uri, stream=sid))  # waits for a first frame: a signal raises
-    except BaseException:
-        for src in sources:
-            src.close()
-        raise
+    tracker = opts.tracker()
+    smoothing = opts.smoothing()
     timer = StageTimer()
-    try:
+    with contextlib.ExitStack() as stack:
+        sources = []
+        for uri, sid in zip(opts.sources, ids):
+            source = open_source(uri, stream=sid)  # waits for a first frame: a signal raises
+            stack.callback(source.close)
+            sources.append(source)
         with stop.deferred():  # native model loading: a signal is honoured when it is done
-            analyzer = FrameAnalyzer(
-                FaceDetector(model=args.detector, min_score=args.min_score),
-                load_engine(args.engine, args.model, threads=args.threads, tta=args.tta),
-                timer,
-            )
-    except BaseException:
-        for src in sources:
-            src.close()
-        raise
-    try:
+            detector = FaceDetector(model=detector_opts.detector, min_score=detector_opts.min_score)
+            stack.callback(detector.close)
+            engine = load_engine(engine_opts.engine, engine_opts.model, threads=engine_opts.threads,
+                                 tta=engine_opts.tta)
+            stack.callback(engine.close)
+        analyzer = FrameAnalyzer(detector, engine, timer)
         with stop.deferred():
-            escalator = open_escalator(args.reasoner, keys_dir=args.keys, insecure=args.insecure,
+            escalator = open_escalator(opts.reasoner, keys_dir=opts.keys, insecure=opts.insecure,
                                        labels=analyzer.labels)
-    except BaseException:
-        analyzer.close()
-        for src in sources:
-            src.close()
-        raise
-    metrics = Metrics()
-    server = None
-    hook = None
-    progress = Progress(enabled=not args.quiet)
-    start = time.perf_counter()
-    try:
-        if args.metrics_port is not None:
-            server = metrics.serve(args.metrics_port, args.metrics_host)
-            if not args.quiet:
+        if escalator is not None:
+            stack.callback(escalator.close, drain_s=0)
+        metrics = Metrics()
+        progress = Progress(enabled=not opts.quiet)
+        start = time.perf_counter()
+        if opts.metrics_port is not None:
+            server = metrics.serve(opts.metrics_port, opts.metrics_host)
+            stack.callback(server.close)
+            if not opts.quiet:
                 print(f"emostream: metrics at {server.url}", file=sys.stderr)
         stop.check()
-        with JsonLinesWriter(args.output, overwrite=args.overwrite) as out:
-            stop.hold()  # from here a signal asks for the orderly stop below; it never cuts it short
-            if out.repaired and not args.quiet:
-                print(f"emostream: note: {out.where} ended in a cut line (an earlier crash?); "
-                      "appending on a fresh line", file=sys.stderr)
-            hook = EscalationHook(escalator, out.write, metrics=metrics) if escalator is not None else None
-            try:
-                results = run_streams(analyzer, sources, out.write, metrics=metrics, overlays=overlays,
-                                      max_frames=args.max_frames, tracker=tracker, smoothing=smoothing,
-                                      events=EventConfig(), progress=progress.update, on_step=hook,
-                                      should_stop=lambda: stop.requested)
-            except BaseException:
-                progress.done()
-                if hook is not None:
-                    # Late answers still go out if the output works; if it is what failed, the
-                    # error already on its way is the one to report.
-                    with contextlib.suppress(OutputError):
-                        hook.close()
-                raise
-            progress.done()
+        out = stack.enter_context(JsonLinesWriter(opts.output, overwrite=opts.overwrite))
+        stop.hold()  # from here a signal asks for the orderly stop below; it never cuts it short
+        if out.repaired and not opts.quiet:
+            print(f"emostream: note: {out.where} ended in a cut line (an earlier crash?); "
+                  "appending on a fresh line", file=sys.stderr)
+        hook = EscalationHook(escalator, out.write, metrics=metrics) if escalator is not None else None
+        with contextlib.ExitStack() as loop:
             if hook is not None:
-                summary = hook.close()  # late answers still reach the output before it closes
-                if not args.quiet:
-                    print(f"emostream: {summary}", file=sys.stderr)
-    finally:
-        if escalator is not None:
-            escalator.close(drain_s=0)
-        analyzer.close()
-        for src in sources:
-            src.close()
-        if server is not None:
-            server.close()
+                # Late answers still go out if the output works; if it is what failed, the error
+                # already on its way is the one to report.
+                loop.push(_on_error(hook.close, OutputError))
+            loop.callback(progress.done)
+            results = run_streams(analyzer, sources, out.write, metrics=metrics, overlays=overlays,
+                                  max_frames=opts.max_frames, tracker=tracker, smoothing=smoothing,
+                                  events=EventConfig(), progress=progress.update,
+                                  sinks=[hook] if hook is not None else (),
+                                  should_stop=lambda: stop.requested)
+        if hook is not None:
+            summary = hook.close()  # late answers still reach the output before it closes
+            if not opts.quiet:
+                print(f"emostream: {summary}", file=sys.stderr)
     elapsed = time.perf_counter() - start
     frames = sum(r.frames for r in results)
     faces = sum(r.faces for r in results)
@@ -255,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"emostream: overlay -> {results[0].overlay} ({results[0].overlay_frames} frames)",
                   file=sys.stderr)
         stages = ", ".join(f"{s} {timer.ms_per(s, frames):.1f}" for s in ("detect", "align", "infer"))
-        where = args.output or "stdout"
+        where = opts.output or "stdout"
         streams = f"{len(results)} streams, " if len(results) > 1 else ""
         print(f"emostream: {frames} frames in {elapsed:.1f} s ({frames / elapsed if elapsed else 0:.1f} fps), "
               f"{streams}{with_faces} with faces, {faces} faces; ms/frame: {stages}; "

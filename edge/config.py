@@ -1,0 +1,163 @@
+"""The one place for ``emostream run``'s settings and their defaults; the CLI flags are generated here.
+
+Why: the defaults used to be written twice -- once in the config dataclasses the code reads, once in
+the argparse flags users type -- and the two could drift (a test would pass with one default while
+users got the other). Each setting is a dataclass field whose metadata carries its flag and help
+(:func:`option`); :func:`add_arguments` turns a dataclass into argparse arguments, with the field's
+default as the flag's default, and help strings say ``%(default)s`` instead of repeating it.
+
+Light on purpose (argparse, dataclasses, numpy at most): building the ``emostream`` parser imports
+this module, and must not load mediapipe, supervision, onnxruntime or GStreamer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import MISSING, dataclass, field
+from typing import Any, TypeVar
+
+from emostream.edge.events import EventConfig
+from emostream.edge.smoothing import SmoothingConfig
+from emostream.engines.emotion import DEFAULT_MODEL
+
+__all__ = [
+    "DetectorOptions", "EngineOptions", "EventConfig", "RunOptions", "SmoothingConfig", "TrackerConfig",
+    "TrackingError", "add_arguments", "from_args", "option",
+]
+
+ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
+DETECTORS = ("short", "full")
+
+T = TypeVar("T")
+
+
+class TrackingError(Exception):
+    """Bad tracker settings (non-positive frame rate, thresholds outside their range)."""
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracker knobs, in units an operator can reason about (seconds, IoU), not ByteTrack's internals.
+
+    ``lost_seconds``: how long a face may go undetected (occluded, turned away, missed) and come back
+    under the same id. ``match_iou``: the least overlap between a track's predicted box and a
+    detection that may be associated. ``activation_score``: detections at or above it start and feed
+    tracks; those between 0.1 and it only keep existing tracks alive (ByteTrack's second round).
+    (Here rather than in :mod:`edge.tracking` so the CLI can read its default without supervision.)
+    """
+
+    lost_seconds: float = 1.0
+    match_iou: float = 0.2
+    activation_score: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lost_seconds <= 3600.0:
+            raise TrackingError(f"lost_seconds must be within [0, 3600], got {self.lost_seconds}")
+        if not 0.0 < self.match_iou < 1.0:
+            raise TrackingError(f"match_iou must be within (0, 1), got {self.match_iou}")
+        if not 0.0 < self.activation_score < 1.0:
+            raise TrackingError(f"activation_score must be within (0, 1), got {self.activation_score}")
+
+
+def option(*flags: str, help: str, default: Any = MISSING, **argparse_kw: Any) -> Any:  # noqa: A002
+    """A dataclass field that is also a CLI argument: ``flags`` (none: positional), ``help``, and any
+    other ``add_argument`` keywords (``type``, ``choices``, ``action``, ``metavar``, ``nargs``)."""
+    return field(default=default, metadata={"flags": flags, "help": help, "argparse": argparse_kw})
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...] | None = None) -> None:
+    """Add ``cls``'s :func:`option` fields (or only ``names``, in that order) to ``parser``."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if "flags" in f.metadata}
+    for name in names or tuple(fields):
+        f = fields[name]
+        kw = dict(f.metadata["argparse"])
+        flags = f.metadata["flags"]
+        if flags:
+            if f.default is not MISSING:
+                kw.setdefault("default", f.default)
+            parser.add_argument(*flags, dest=f.name, help=f.metadata["help"], **kw)
+        else:
+            parser.add_argument(f.name, help=f.metadata["help"], **kw)
+
+
+def from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """The dataclass ``cls`` filled from parsed ``args`` (fields the parser did not define keep defaults)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}  # type: ignore[arg-type]
+    return cls(**given)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Model and runtime flags shared by run, eval and bench."""
+
+    engine: str = option("--engine", default="auto", choices=ENGINES,
+                         help="emotion network runtime (auto: TensorRT where available, else ONNX Runtime)")
+    model: str = option("--model", default=DEFAULT_MODEL,
+                        help="registered model name or path to a model card/.onnx (default: %(default)s)")
+    threads: int | None = option("--threads", default=None, type=int,
+                                 help="CPU threads for the engine (default: runtime's)")
+    tta: bool = option("--tta", default=False, action="store_true",
+                       help="horizontal-flip test-time augmentation: each face and its mirror in one batch "
+                            "(student: +1.3 points on FER2013 val, about 1.5x the inference time)")
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """Face detector flags shared by run, eval and bench. The default is ``short`` (see edge/faces.py)."""
+
+    detector: str = option("--detector", default="short", choices=DETECTORS,
+                           help="BlazeFace model: short range (faces within ~2 m, default) or full range")
+    min_score: float = option("--min-score", default=0.5, type=float,
+                              help="face detection threshold (default %(default)s)")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``emostream run`` takes besides the engine and detector flags."""
+
+    sources: tuple[str, ...] = option(
+        default=(), metavar="SOURCE", nargs="+",
+        help="file path or file://, /dev/videoN or v4l2://, csi://N, rtsp://..., test://, or an image")
+    output: str | None = option("--output", "-o", default=None, metavar="FILE.jsonl",
+                                help="append records to this file (default: stdout); a restart adds to it")
+    overwrite: bool = option("--overwrite", default=False, action="store_true",
+                             help="truncate --output first instead of appending to it")
+    stream_id: list[str] | None = option(
+        "--stream-id", default=None, action="append", metavar="NAME",
+        help="name of a stream in the records (repeat once per SOURCE, in order; default: the URI)")
+    max_frames: int | None = option("--max-frames", default=None, type=int,
+                                    help="stop each stream after this many frames")
+    overlay: list[str] | None = option(
+        "--overlay", default=None, action="append", metavar="URI",
+        help="annotated video out: out.mp4/.mkv, rtp://HOST:PORT or rtsp://@:PORT/PATH (repeat once "
+             "per SOURCE; with one URI and several sources, {i} in it becomes the source number)")
+    smooth_seconds: float = option(
+        "--smooth-seconds", default=SmoothingConfig.time_constant_s, type=float,
+        help="time constant of the per-track label smoothing (default %(default)s s; 0 = off)")
+    track_timeout: float = option(
+        "--track-timeout", default=TrackerConfig.lost_seconds, type=float,
+        help="seconds a face may go undetected and keep its track id (default %(default)s)")
+    metrics_port: int | None = option("--metrics-port", default=None, type=int, metavar="N",
+                                      help="serve Prometheus metrics at http://HOST:N/metrics while running")
+    metrics_host: str = option("--metrics-host", default="127.0.0.1",
+                               help="address for --metrics-port (default %(default)s; 0.0.0.0 for all interfaces)")
+    reasoner: str = option("--reasoner", default="inproc", metavar="SPEC",
+                           help="keyframe escalation: inproc (knowledge engine in this process, default), "
+                                "tcp://HOST:PORT (a `emostream reasoner` service) or none")
+    keys: str | None = option("--keys", default=None, metavar="DIR",
+                              help="CURVE keys from `emostream keys DIR` for a tcp:// reasoner")
+    insecure: bool = option("--insecure", default=False, action="store_true",
+                            help="allow a plain-TCP reasoner off loopback")
+    quiet: bool = option("--quiet", "-q", default=False, action="store_true",
+                         help="no progress or summary on stderr")
+
+    def smoothing(self) -> SmoothingConfig:
+        return SmoothingConfig(time_constant_s=self.smooth_seconds)
+
+    def tracker(self) -> TrackerConfig:
+        return TrackerConfig(lost_seconds=self.track_timeout)
+
+
+#: Flags that come before the engine and detector flags in ``run --help`` (the rest follow them).
+RUN_HEAD = ("sources", "output", "overwrite", "stream_id")
