@@ -531,30 +531,15 @@ class EscalationHook:
 
     def step(self, step: Any) -> None:
         """Submit a keyframe for every face of the step's batch that its track chose to escalate."""
-        from emostream.edge.keyframes import make_keyframe
+        from emostream.edge.keyframes import keyframe_for
 
         batch = step.batch
-        frame = batch.frame
         for i, reason in enumerate(batch.keyframe_reasons):
             if reason is None:
                 continue  # not chosen, or untracked (no identity to reason about)
-            kf = make_keyframe(
-                frame.stream,
-                int(batch.track_ids[i]),
-                frame.index,
-                frame.pts_ns,
-                batch.crops[i],
-                frame.image,
-                batch.boxes[i],
-                batch.probs[i],
-                batch.labels,
-                str(reason),
-                va=batch.valence_arousal[i],
-                deadline_ms=self.deadline_ms,
-            )
-            self.escalator.submit(kf)
+            self.escalator.submit(keyframe_for(batch, i, str(reason), deadline_ms=self.deadline_ms))
             if self.metrics is not None:
-                self.metrics.escalation_sent(frame.stream)
+                self.metrics.escalation_sent(batch.frame.stream)
         self.flush()
 
     __call__ = step

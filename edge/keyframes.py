@@ -138,6 +138,22 @@ def _jpeg(image: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
+def keyframe_for(batch: Any, i: int, reason: str, *, deadline_ms: int = DEFAULT_DEADLINE_MS) -> dict[str, Any]:
+    """The keyframe message for face ``i`` of a tracked :class:`~emostream.edge.face_batch.FaceBatch`.
+
+    Everything comes from the one batch (frame, track id, crop, box, probabilities, raw V/A), so a
+    keyframe can never describe a different face than the frame record written from the same batch.
+    """
+    frame = batch.frame
+    track = int(batch.track_ids[i])
+    if track < 0:
+        raise ValueError(f"face {i} has no track: only tracked faces are escalated")
+    return make_keyframe(
+        frame.stream, track, frame.index, frame.pts_ns, batch.crops[i], frame.image, batch.boxes[i],
+        batch.probs[i], batch.labels, reason, va=batch.valence_arousal[i], deadline_ms=deadline_ms,
+    )
+
+
 def make_keyframe(
     stream: str,
     track: int,

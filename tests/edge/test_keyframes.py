@@ -102,3 +102,20 @@ def test_make_keyframe_builds_a_valid_message(data_file):
     assert np.allclose(out["probs"], probs)
     with pytest.raises(ValueError):
         make_keyframe("c", 1, 1, 1, gray_crop.astype(np.float32), None, [0, 0, 1, 1], probs, L, "x")
+
+
+def test_keyframe_for_a_batch_row_carries_that_face(data_file):
+    """The hook builds keyframes from the face batch the frame record is written from."""
+    import emostream
+    from emostream.edge.keyframes import keyframe_for
+
+    bgr = cv2.imread(str(data_file("multiface/single_face.jpg")))
+    with emostream.Analyzer(track=True) as analyzer:
+        batch = analyzer.analyze(bgr, color="bgr")
+    assert len(batch) == 1 and batch.track_ids[0] >= 0
+    msg = validate_keyframe(unpack(pack(keyframe_for(batch, 0, "new_track"))))
+    assert msg["track"] == int(batch.track_ids[0]) and msg["frame"] == batch.frame.index
+    assert msg["box"] == [float(v) for v in batch.boxes[0]] and np.allclose(msg["probs"], batch.probs[0])
+    assert msg["labels"] == list(batch.labels) and msg["reason"] == "new_track"
+    with pytest.raises(ValueError, match="no track"):
+        keyframe_for(batch.with_tracks([-1], [None], [np.nan], [[np.nan, np.nan]]), 0, "new_track")
