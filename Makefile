@@ -55,13 +55,17 @@ run: edge-venv
 
 test: venv fer-weights
 	$(VENV)/bin/ruff check .
+	$(PY) tools/lint_imports.py
 	$(VENV)/bin/python -m pytest -q
 
 faults: venv
 	$(VENV)/bin/python -m pytest -q -m faults
 
+# lint-imports (import-linter) checks the layer rules of pyproject's [tool.importlinter]; the wrapper
+# shows it the emostream.* namespace as it installs (see tools/lint_imports.py).
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(PY) tools/lint_imports.py
 
 bench: edge-venv
 	@if [ -z "$(SOURCE)" ]; then echo "usage: make bench SOURCE=<video file> [ARGS=...]" >&2; exit 2; fi

@@ -24,6 +24,12 @@ DEFAULT_FER = REPO.parent / "shared" / "data" / "fer2013"
 MODELS_DIR = REPO / "engines" / "models"
 
 
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """``emostream calibrate`` (named in ``edge/cli.py``'s table; training no longer registers it, so the
+    two offline layers import each other in one direction only: calibration -> training)."""
+    add_calibrate_parser(subparsers)
+
+
 def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate", help="export a checkpoint to ONNX, fit temperature on val, quantize to INT8 (QDQ)")

@@ -1,8 +1,18 @@
-"""The `emostream` command line.
+"""The `emostream` command line: the one composition point of the layers.
 
 Each subcommand lives in the module that owns its job and registers itself through a
 ``register(subparsers)`` function; this file only assembles them and turns the project's own
 errors into one clear line and a non-zero exit (never a traceback for bad input).
+
+Why module *names* (``importlib``) rather than imports: the edge may not import the reasoner,
+training or calibration layers (``make lint`` checks it with import-linter), yet one ``emostream``
+command offers them all. Naming them here as strings is the single, deliberate place where the layers
+are composed; import-linter does not see it, and nothing else in the edge may do the same.
+
+Why lazily: a subcommand's module is imported only when that subcommand is asked for, so
+``emostream keys DIR`` or ``emostream reasoner --help`` never pay for (or need) MediaPipe, torch or
+supervision. Only a bare ``emostream``/``--help`` or an unknown command imports every module, to list
+them all.
 """
 
 from __future__ import annotations
@@ -14,31 +24,39 @@ import sys
 from collections.abc import Sequence
 
 from emostream.edge import shutdown
+from emostream.errors import UserError, is_user_error
 
-#: Modules that contribute subcommands. A module that fails to import because an optional extra is
-#: missing (e.g. the reasoner without pyzmq) simply does not register; its absence is reported
+__all__ = ["COMMANDS", "COMMAND_MODULES", "UserError", "build_parser", "is_user_error", "main"]
+
+#: Subcommand -> the module that registers it. A module that fails to import because an optional
+#: extra is missing (e.g. training without torch) simply does not register; its absence is reported
 #: if the user asks for it.
-COMMAND_MODULES: tuple[str, ...] = (
-    "emostream.edge.commands.run",
-    "emostream.edge.commands.eval",
-    "emostream.edge.commands.bench",
-    "emostream.reasoner.commands",
-    "emostream.training.commands",
-)
+COMMANDS: dict[str, str] = {
+    "run": "emostream.edge.commands.run",
+    "eval": "emostream.edge.commands.eval",
+    "bench": "emostream.edge.commands.bench",
+    "reasoner": "emostream.reasoner.commands",
+    "keys": "emostream.reasoner.commands",
+    "train": "emostream.training.commands",
+    "distill": "emostream.training.commands",
+    "calibrate": "emostream.calibration.commands",
+}
+#: Every module that contributes subcommands, in help order.
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
 
-class UserError(Exception):
-    """A problem with the user's input or environment, reported as one line (exit code 2)."""
-
-
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+def build_parser(argv: Sequence[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    """The parser for ``argv``: with only the named subcommand's module imported when it is known."""
     parser = argparse.ArgumentParser(
         prog="emostream",
         description="Real-time streaming facial-emotion analysis: GStreamer -> MediaPipe -> emotion network.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     unavailable: dict[str, str] = {}
-    for name in COMMAND_MODULES:
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = words[0] if words and not words[0].startswith("-") else None
+    modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -56,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = shutdown.install()
     try:
         with stop.deferred():
-            parser, unavailable = build_parser()
+            parser, unavailable = build_parser(argv)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help(sys.stderr)
@@ -91,13 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop.done()
         else:
             shutdown.uninstall()
-
-
-def is_user_error(exc: BaseException) -> bool:
-    """Our own error classes (SourceError, EngineError, …) all mean bad input, not a bug."""
-    if isinstance(exc, (UserError, FileNotFoundError)):
-        return True
-    return type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] == "emostream"
 
 
 if __name__ == "__main__":

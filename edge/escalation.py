@@ -22,7 +22,7 @@ with none, only until ``connect_grace_s`` (1 s) after the escalator started, for
 handshake of a very short run -- never the whole drain for a reasoner that is not there.
 
 Replies are untrusted input: each is decoded with limits and checked against the contract
-(``reasoner.schema.validate_reply``); a malformed one is dropped and counted
+(``emostream.contract.validate_reply``, the validator the reasoner uses too); a malformed one is dropped and counted
 (``malformed_replies``, and ``errors`` when it ended a request), never raised.
 
 Imports only numpy, msgpack and (for the remote variant) pyzmq: no torch, no transformers.
@@ -37,14 +37,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from emostream.reasoner.schema import (
+from emostream.contract import (
+    DEFAULT_DEADLINE_MS,
     MAX_MESSAGE_BYTES,
     MAX_TEXT,
     ProtocolError,
+    error_reply,
     pack,
     unpack,
+    validate_keyframe,
     validate_reply,
 )
+
+#: The in-process reasoner, named (not imported) so that the edge package never imports the reasoner
+#: package (``make lint``): ``--reasoner inproc`` composes the two layers in one process at run time,
+#: like the CLI's command table (``edge/cli.py``) -- the only two places that name another layer.
+INPROC_REASONER = "emostream.reasoner.core"
 
 COUNTERS = (
     "submitted",
@@ -100,7 +108,7 @@ class Escalator:
     def submit(self, keyframe: dict[str, Any]) -> bool:
         """Queue a keyframe; returns False if it pushed out an older one (drop-oldest)."""
         now = time.monotonic()
-        item = _Pending(keyframe, now, now + keyframe.get("deadline_ms", 3000) / 1000.0)
+        item = _Pending(keyframe, now, now + keyframe.get("deadline_ms", DEFAULT_DEADLINE_MS) / 1000.0)
         with self._lock:
             self._counts["submitted"] += 1
             dropped = len(self._queue) >= self._queue_size
@@ -271,15 +279,15 @@ class InprocEscalator(Escalator):
     """``--reasoner inproc``: the knowledge engine (or any reasoner core) on a worker thread."""
 
     def __init__(self, labels: Sequence[str], *, reasoner: Any = None, queue_size: int = 16) -> None:
-        from emostream.reasoner.core import Reasoner
+        if reasoner is None:
+            import importlib
 
-        self.reasoner = reasoner or Reasoner()
+            reasoner = importlib.import_module(INPROC_REASONER).Reasoner()
+        self.reasoner = reasoner
         self.engine = f"inproc:{self.reasoner.name}"
         super().__init__(labels, queue_size=queue_size)
 
     def _run(self) -> None:
-        from emostream.reasoner.schema import error_reply, validate_keyframe
-
         while not self._stop.is_set():
             item = self._take()
             if item is None:
@@ -316,7 +324,7 @@ class RemoteEscalator(Escalator):
         tick_ms: int = 5,
         connect_grace_s: float = 1.0,
     ) -> None:
-        from emostream.reasoner.keys import client_pair, require_secure
+        from emostream.keys import client_pair, require_secure
 
         try:
             require_secure(endpoint, keys_dir, insecure)
@@ -513,7 +521,7 @@ class EscalationHook:
     #: Escalator counters reported as Prometheus drops, by reason.
     _DROP_COUNTERS = ("dropped_queue", "dropped_unreachable", "dropped_stale", "expired", "errors")
 
-    def __init__(self, escalator: Escalator, write: Any, policy: Any = None, deadline_ms: int = 3000,
+    def __init__(self, escalator: Escalator, write: Any, policy: Any = None, deadline_ms: int = DEFAULT_DEADLINE_MS,
                  metrics: Any = None) -> None:
         from emostream.edge.keyframes import KeyframePolicy
 

@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from emostream.reasoner.schema import DEFAULT_DEADLINE_MS, SCHEMA_VERSION
+from emostream.contract import DEFAULT_DEADLINE_MS, SCHEMA_VERSION
 
 REASONS = ("new_track", "label_change", "uncertain", "heartbeat")
 

@@ -1,7 +1,7 @@
-"""``python -m reasoner reasoner|keys …``: the reasoner's commands without the edge's imports.
+"""``python -m emostream.reasoner reasoner|keys …``: the reasoner's commands without the edge's imports.
 
 A GPU host that only serves keyframes has no use for GStreamer, MediaPipe or the edge engines that
-``emostream`` imports to register all its subcommands; this entry point registers only the
+``emostream`` may import for its other subcommands; this entry point registers only the
 reasoner's own (same flags, same one-line errors and exit codes as ``emostream reasoner``).
 """
 
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from emostream.edge.cli import is_user_error
+from emostream.errors import is_user_error
 
 from .commands import register
 

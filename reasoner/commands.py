@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
         metavar="K",
         help="SEKE: at most K answers per keyframe when verification fails",
     )
-    p.add_argument("--gate", metavar="FILE", help="fitted fusion gate (calibration.fusion.save_gate)")
+    p.add_argument("--gate", metavar="FILE", help="fitted fusion gate (calibration.fusion.fit_gate + save_gate)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for --vlm")
     p.add_argument("--device", default="auto", help="torch device for --vlm: auto (cuda if present), cpu, cuda:N")
     p.set_defaults(handler=run_reasoner)
@@ -58,7 +58,7 @@ def register(sub: Any) -> None:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    from .keys import make_keys
+    from emostream.keys import make_keys
 
     for path in make_keys(args.dir, args.client):
         print(path)
@@ -74,7 +74,7 @@ def build_reasoner(args: argparse.Namespace) -> Reasoner:
         raise ReasonerCommandError("--max-wait-ms must not be negative")
     gate = None
     if args.gate:
-        from emostream.calibration.fusion import load_gate
+        from .fusion import load_gate
 
         gate = load_gate(args.gate)
     from .schema import answer_json_schema, answer_lark_grammar
@@ -110,7 +110,7 @@ def run_reasoner(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
     )
-    from .keys import require_secure
+    from emostream.keys import require_secure
 
     try:
         require_secure(config.bind, config.keys_dir, config.insecure)  # fail before loading a big model

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from emostream.calibration.fusion import Gate, fixed_gate
+from emostream.contract import Reply, error_reply
 from emostream.engines.vlm import VLMError, VLMPrompt
 
+from .fusion import Gate, fixed_gate
 from .knowledge import KnowledgeEngine
 from .prompts import SYSTEM_PROMPT, emotion_instruction
-from .schema import MAX_RATIONALE, SCHEMA_VERSION, Answer, AnswerError, error_reply, parse_answer
+from .schema import Answer, AnswerError, parse_answer
 from .verify import Verdict, choose
 
 #: Default SEKE resampling budget: K answers at most per keyframe (1 greedy + K-1 sampled).
@@ -33,7 +34,7 @@ class Reasoner:
 
     engine: Any = field(default_factory=KnowledgeEngine)
     resample_k: int = DEFAULT_RESAMPLE_K
-    gate: Gate | None = None  # a fitted gate (calibration.fusion.load_gate); fixed weighting otherwise
+    gate: Gate | None = None  # a fitted gate (reasoner.fusion.load_gate); fixed weighting otherwise
     _gates: dict[tuple[str, ...], Gate] = field(default_factory=dict, repr=False)
 
     @property
@@ -97,22 +98,20 @@ class Reasoner:
         vote = None if isinstance(self.engine, KnowledgeEngine) else verdict.answer.expression
         fused = self._gate(labels).fuse(vote, np.asarray(kf["probs"]))
         a = verdict.answer
-        return {
-            "v": SCHEMA_VERSION,
-            "type": "reply",
-            "id": rid,
-            "expression": a.expression,
-            "valence": a.valence,
-            "arousal": a.arousal,
-            "aus": a.aus_list(),
-            "rationale": a.rationale[:MAX_RATIONALE],  # the contract's bound, whichever engine wrote it
-            "verified": verdict.verified,
-            "agreement": round(verdict.agreement, 3),
-            "samples": verdict.samples,
-            "fused": {label: round(float(p), 4) for label, p in zip(labels, fused, strict=True)},
-            "engine": self.name,
-            "engine_ms": round(ms, 2),
-        }
+        return Reply(
+            id=rid,
+            expression=a.expression,
+            valence=a.valence,
+            arousal=a.arousal,
+            aus=tuple((au, round(i, 3)) for au, i in a.aus),
+            rationale=a.rationale,  # Reply.to_wire cuts it to the contract's bound, whichever engine wrote it
+            verified=verdict.verified,
+            agreement=round(verdict.agreement, 3),
+            samples=verdict.samples,
+            fused={label: round(float(p), 4) for label, p in zip(labels, fused, strict=True)},
+            engine=self.name,
+            engine_ms=round(ms, 2),
+        ).to_wire()
 
 
 def _parse(text: str, labels: Sequence[str]) -> Answer | None:

@@ -6,12 +6,10 @@ probabilities, and by SEKE self-verification (``verify.py``) to check a VLM's an
 
 Sources (written down here because every rule in ``verify.py`` points back to them):
 
-* Valence/arousal: Russell, J. A. (1980), "A circumplex model of affect", J. Personality and Social
-  Psychology 39(6):1161-1178 -- emotions lie on a circle in the valence x arousal plane: happy
-  (pleasant, moderately aroused), surprise (high arousal, valence near neutral), fear and anger
-  (unpleasant, high arousal), sad (unpleasant, low arousal), disgust/contempt (unpleasant, mild
-  arousal). The numeric centres follow the AffectNet annotation convention (both axes in [-1, 1];
-  Mollahosseini et al. 2017, Fig. 6 class means, rounded).
+* Valence/arousal: the one circumplex table of the contract (``emostream.contract.CIRCUMPLEX_PROTOTYPES``:
+  Russell, J. A. (1980), "A circumplex model of affect", Fig. 4; disgust and contempt by assumption) --
+  the same prototypes the edge uses for every frame's valence/arousal, so a reply and the frames it
+  answers agree. (This module had its own table with different numbers until issue 10.)
 * Action units: Ekman & Friesen, Facial Action Coding System (1978) and the EMFACS prototypes
   (Friesen & Ekman 1983; summarised in Matsumoto & Ekman 2008, and in Lucey et al. 2010, CK+
   Table 2): happy AU6+AU12; sad AU1+AU4+AU15; surprise AU1+AU2+AU5B+AU26; fear AU1+AU2+AU4+AU5+
@@ -20,23 +18,17 @@ Sources (written down here because every rule in ``verify.py`` points back to th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from emostream.contract import CIRCUMPLEX_PROTOTYPES
+
 from .schema import Answer
 
-#: (valence, arousal) centre per expression -- Russell (1980) circumplex, AffectNet-scale means.
-VA_PRIOR: dict[str, tuple[float, float]] = {
-    "neutral": (0.0, 0.0),
-    "happy": (0.70, 0.35),
-    "sad": (-0.65, -0.30),
-    "surprise": (0.15, 0.75),
-    "fear": (-0.60, 0.70),
-    "disgust": (-0.65, 0.35),
-    "anger": (-0.55, 0.70),
-    "contempt": (-0.45, 0.25),
-}
+#: (valence, arousal) centre per expression: the contract's table itself (not a copy; see the module docstring).
+VA_PRIOR: Mapping[str, tuple[float, float]] = CIRCUMPLEX_PROTOTYPES
 
 #: Prototypical action units per expression -- Ekman & Friesen FACS / EMFACS (see module docstring).
 #: AU5B in the surprise prototype is AU5 at intensity B (slight); contempt's AU12+AU14 is unilateral,

@@ -9,7 +9,7 @@ three grains can be cross-checked (``verify.py``).
 
 from __future__ import annotations
 
-from .schema import AU_IDS, MAX_RATIONALE
+from emostream.contract import AU_IDS, MAX_RATIONALE
 
 SYSTEM_PROMPT = (
     "You are an expert in facial expression analysis trained on the Facial Action Coding System. "

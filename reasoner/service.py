@@ -24,9 +24,7 @@ from typing import Any
 
 import zmq
 
-from .core import Reasoner
-from .keys import load_pair, require_secure
-from .schema import (
+from emostream.contract import (
     HARD_MESSAGE_BYTES,
     MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
@@ -37,6 +35,9 @@ from .schema import (
     unpack,
     validate_keyframe,
 )
+from emostream.keys import load_pair, require_secure
+
+from .core import Reasoner
 
 
 class ReasonerError(RuntimeError):

@@ -1,4 +1,4 @@
-"""``emostream train teacher``, ``emostream distill`` and ``emostream calibrate``.
+"""``emostream train teacher`` and ``emostream distill`` (``emostream calibrate`` is ``calibration.commands``).
 
 Each handler parses paths, loads data through the cached loaders and calls the library function, so the
 documented commands are exactly what produced the shipped weights.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emostream.training.data import DatasetError
+from emostream.datasets import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FER = REPO.parent / "shared" / "data" / "fer2013"
@@ -34,12 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
     distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
     distill.set_defaults(handler=_cmd_distill)
-
-    try:
-        from emostream.calibration.commands import add_calibrate_parser
-    except ModuleNotFoundError:  # calibration extras missing: the rest of the training commands still work
-        return
-    add_calibrate_parser(subparsers)
 
 
 def _need_sub(parser: argparse.ArgumentParser) -> int:

@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from emostream.edge.labelled import IMAGE_SUFFIXES, DatasetError, read_labels_csv
-from emostream.engines.labels import canonical_label
+from emostream.contract import FER7_LABELS, canonical_label
+from emostream.datasets import IMAGE_SUFFIXES, DatasetError, read_labels_csv
 
-#: The 7 FER2013 classes in canonical (AffectNet-8) order, contempt omitted. Models trained here
-#: declare this order in their card; indices never leave the model without their names.
-FER_LABELS: tuple[str, ...] = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
+#: Models trained here use ``contract.FER7_LABELS``: the 7 FER2013 classes in canonical (AffectNet-8)
+#: order, contempt omitted, declared in their card; indices never leave the model without their names.
+#: (Named apart from ``contract.FER2013_INDEX_ORDER``, the dataset's own angry..neutral order.)
 
 @dataclass
 class FaceDataset:
@@ -71,7 +71,7 @@ def _stack(paths: list[Path], labels: list[int], names: tuple[str, ...], size: i
     return FaceDataset(images, np.asarray(labels, dtype=np.int64), names, files)
 
 
-def load_labels_csv(folder: str | Path, size: int = 48, names: tuple[str, ...] = FER_LABELS,
+def load_labels_csv(folder: str | Path, size: int = 48, names: tuple[str, ...] = FER7_LABELS,
                     csv_name: str = "labels.csv") -> FaceDataset:
     """Load an image folder described by ``labels.csv`` (``file,label``; paths relative to the folder).
 
@@ -90,7 +90,7 @@ def load_labels_csv(folder: str | Path, size: int = 48, names: tuple[str, ...] =
 
 
 def load_fer_split(root: str | Path, split: str, size: int = 48,
-                   names: tuple[str, ...] = FER_LABELS) -> FaceDataset:
+                   names: tuple[str, ...] = FER7_LABELS) -> FaceDataset:
     """Load ``<root>/<split>/<label>/*.jpg`` (the FER2013 folder layout), files sorted for determinism."""
     base = Path(root)
     folder = base / split
@@ -117,7 +117,7 @@ def _cache_key(root: Path, split: str, size: int, names: tuple[str, ...]) -> str
 
 
 def load_fer_cached(root: str | Path, split: str, size: int = 48, cache_dir: str | Path = ".cache",
-                    names: tuple[str, ...] = FER_LABELS) -> FaceDataset:
+                    names: tuple[str, ...] = FER7_LABELS) -> FaceDataset:
     """`load_fer_split` through ``.cache/fer2013_<split>.npz``, rebuilt when the file list changes."""
     base = Path(root)
     if not (base / split).is_dir():

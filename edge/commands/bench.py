@@ -11,20 +11,18 @@ import argparse
 import json
 import time
 
-import cv2
 import numpy as np
 
-from emostream.edge.commands.run import add_detector_args, add_engine_args
-from emostream.edge.faces import FaceDetector
-from emostream.edge.pipeline import FrameAnalyzer
 from emostream.edge.timing import StageTimer
-from emostream.engines.emotion import load_engine
 from emostream.streams import open_source
 
 STAGES = ("decode", "detect", "align", "infer")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Flags only; MediaPipe, the engines and OpenCV load in the handler (``emostream --help`` stays fast)."""
+    from emostream.edge.commands.run import add_detector_args, add_engine_args
+
     p = sub.add_parser("bench", help="benchmark the pipeline stages on a source",
                        description="Per-stage ms/frame (decode, detect, align, infer), end-to-end frames/s, and "
                                    "baselines measured in the same run.")
@@ -54,6 +52,8 @@ def _decode_only(uri: str, limit: int | None) -> tuple[int, float, list[np.ndarr
 
 
 def _haar_ms(images: list[np.ndarray]) -> float:
+    import cv2
+
     """Baseline 2: the fer package's face detector (OpenCV Haar cascade, its default settings)."""
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     start = time.perf_counter()
@@ -64,6 +64,10 @@ def _haar_ms(images: list[np.ndarray]) -> float:
 
 
 def bench(args: argparse.Namespace) -> int:
+    from emostream.edge.faces import FaceDetector
+    from emostream.edge.pipeline import FrameAnalyzer
+    from emostream.engines.emotion import load_engine
+
     n_decode, t_decode, sample = _decode_only(args.source, args.frames)
     analyzer = FrameAnalyzer(FaceDetector(model=args.detector, min_score=args.min_score),
                              load_engine(args.engine, args.model, threads=args.threads, tta=args.tta))

@@ -8,15 +8,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from emostream.edge.commands.run import add_detector_args, add_engine_args
-from emostream.edge.labelled import DatasetError, load_labelled_images
+from emostream.datasets import DatasetError, load_labelled_images
 from emostream.edge.output import Progress
 from emostream.edge.scoring import score
 from emostream.edge.timing import StageTimer
-from emostream.engines.emotion import load_engine
 from emostream.streams.errors import SourceError
 from emostream.streams.still import check_size, decode_fitted, probe_image
 
@@ -25,6 +22,9 @@ BATCH = 64
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Flags only; MediaPipe, the engines and OpenCV load in the handler (``emostream --help`` stays fast)."""
+    from emostream.edge.commands.run import add_detector_args, add_engine_args
+
     p = sub.add_parser("eval", help="evaluate the emotion network on a labelled image folder",
                        description="Evaluate on DIR: DIR/labels.csv (file,label), a DIR.csv beside it (FER2013 "
                                    "layout) or one sub-folder per label.")
@@ -57,6 +57,8 @@ def evaluate(args: argparse.Namespace) -> int:
     files, truth = list(data.files), list(data.labels)
     if args.limit:
         files, truth = files[: args.limit], truth[: args.limit]
+    from emostream.engines.emotion import load_engine
+
     engine = load_engine(args.engine, args.model, threads=args.threads, tta=args.tta)
     detector = None
     if args.detect:
@@ -143,6 +145,8 @@ def _read(path, *, gray: bool) -> np.ndarray | Unreadable:
     A giant image is fitted to 4096 px while decoding, and one past the pixel limits is refused from
     its header: one bomb in a folder must not take the evaluation down (it is counted unreadable).
     """
+    import cv2
+
     try:
         header = probe_image(path)
         if header is not None:
@@ -167,6 +171,8 @@ def _crop(path, size: int, detector, timer: StageTimer) -> np.ndarray | str | Un
     if isinstance(image, Unreadable):
         return image
     if detector is None:
+        import cv2
+
         return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     rgb = image
     with timer.stage("detect"):

@@ -5,12 +5,9 @@ fixed per-label prototype coordinates under the network's probabilities:
 
     (v, a) = Σ_k p_k · (v_k, a_k),  clipped to [-1, 1]  (AffectNet convention)
 
-The prototypes place each category where Russell's circumplex puts its nearest affect word
-(Russell, J. A. (1980). A circumplex model of affect. J. Personality and Social Psychology 39(6),
-1161–1178, Fig. 4 — read off the figure and scaled to the unit circle, so they are approximate):
-happy ≈ "happy", sad ≈ "sad", anger ≈ "angry", fear ≈ "afraid", surprise ≈ "astonished", neutral at
-the origin. Disgust and contempt do not appear in Russell (1980); they are placed by assumption in the
-unpleasant, moderately aroused quadrant between "annoyed" and "miserable".
+The prototypes are the contract's one table (``emostream.contract.CIRCUMPLEX_PROTOTYPES``, Russell
+1980 Fig. 4; disgust and contempt by assumption; sources per entry there). The reasoner's knowledge
+engine and SEKE checks use the very same table, so frame records and reasoning replies agree.
 
 What this means for users: the numbers move smoothly with the label distribution and have the right
 signs and ordering, but they are a mapping of the class probabilities, not a measurement; they carry no
@@ -20,23 +17,12 @@ information the probabilities do not. The model card says so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 
 import numpy as np
 
-from emostream.engines.labels import canonical_label
+from emostream.contract import CIRCUMPLEX_PROTOTYPES, canonical_label
 
-#: label -> (valence, arousal) prototype, both in [-1, 1]. See the module docstring for sources.
-CIRCUMPLEX_PROTOTYPES: Mapping[str, tuple[float, float]] = MappingProxyType({
-    "neutral": (0.0, 0.0),
-    "happy": (0.83, 0.53),      # Russell 1980 "happy"
-    "sad": (-0.65, -0.27),      # Russell 1980 "sad"
-    "surprise": (0.16, 0.89),   # Russell 1980 "astonished"
-    "fear": (-0.34, 0.64),      # Russell 1980 "afraid"
-    "anger": (-0.52, 0.58),     # Russell 1980 "angry"
-    "disgust": (-0.62, 0.25),   # not in Russell 1980: assumption (between "annoyed" and "miserable")
-    "contempt": (-0.50, 0.15),  # not in Russell 1980: assumption (milder, less aroused than disgust)
-})
+__all__ = ["CIRCUMPLEX_PROTOTYPES", "prototype_matrix", "valence_arousal"]
 
 
 def prototype_matrix(labels: Sequence[str],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from emostream.engines.labels import CANONICAL_LABELS
+from emostream.contract import AU_IDS, CANONICAL_LABELS
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: "
@@ -40,7 +40,6 @@ def build_tiny_vlm(out_dir: str | Path, *, seed: int = 0, hidden: int = 32, imag
         PreTrainedTokenizerFast,
     )
 
-    from emostream.reasoner.schema import AU_IDS
 
     torch.manual_seed(seed)
     corpus = [

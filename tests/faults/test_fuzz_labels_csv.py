@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from emostream.edge.labelled import DatasetError, load_labelled_images, read_labels_csv
 from emostream.engines.labels import CANONICAL_LABELS
-from emostream.training.data import FER_LABELS, load_labels_csv
+from emostream.training.data import FER7_LABELS, load_labels_csv
 
 pytestmark = pytest.mark.faults
 
@@ -91,7 +91,7 @@ def check(base: Path, content: bytes) -> None:
     try:
         ds = load_labels_csv(base, size=16)
         assert rows is not None and len(ds) == len(rows)
-        assert all(FER_LABELS[i] == lab for i, (_, _, lab) in zip(ds.labels, rows))
+        assert all(FER7_LABELS[i] == lab for i, (_, _, lab) in zip(ds.labels, rows))
     except DatasetError as exc:
         assert "\n" not in str(exc)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from emostream.edge.cli import main as cli_main
-from emostream.training.data import FER_LABELS, DatasetError, load_fer_cached, load_fer_split, load_labels_csv
+from emostream.training.data import FER7_LABELS, DatasetError, load_fer_cached, load_fer_split, load_labels_csv
 
 # From ../shared/data/README.md (FER2013 PublicTest), keyed by canonical name.
 VAL_COUNTS = {"anger": 467, "disgust": 56, "fear": 496, "happy": 895, "neutral": 607, "sad": 653, "surprise": 415}
@@ -17,7 +17,7 @@ VAL_COUNTS = {"anger": 467, "disgust": 56, "fear": 496, "happy": 895, "neutral":
 
 def test_fer_val_split_maps_names_and_counts(data_file):
     ds = load_fer_split(data_file("fer2013"), "val")
-    assert ds.names == FER_LABELS and "angry" not in ds.names
+    assert ds.names == FER7_LABELS and "angry" not in ds.names
     assert ds.counts() == VAL_COUNTS
     assert ds.images.shape == (3589, 48, 48) and ds.images.dtype == np.uint8
     # The folder a file came from is the label it got.
