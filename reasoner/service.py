@@ -27,13 +27,13 @@ import zmq
 from emostream.contract import (
     HARD_MESSAGE_BYTES,
     MAX_MESSAGE_BYTES,
+    REQUEST_TYPES,
     SCHEMA_VERSION,
     ProtocolError,
-    check_header,
     error_reply,
     pack,
     unpack,
-    validate_keyframe,
+    validate,
 )
 from emostream.keys import load_pair, require_secure
 
@@ -228,10 +228,10 @@ def _receive(frames, pending, config, stats, send, engine_name) -> None:
     try:
         msg = unpack(data, config.max_message_bytes)
         rid = msg.get("id")
-        if check_header(msg) == "ping":
-            send(ident, {"v": SCHEMA_VERSION, "type": "pong", "id": msg["id"], "engine": engine_name})
+        kf = validate(msg, accept=REQUEST_TYPES)  # the contract's one validator (the edge checks replies with it)
+        if kf["type"] == "ping":
+            send(ident, {"v": SCHEMA_VERSION, "type": "pong", "id": kf["id"], "engine": engine_name})
             return
-        kf = validate_keyframe(msg)
     except ProtocolError as exc:
         send(ident, error_reply(rid, exc.code, str(exc)))
         return
