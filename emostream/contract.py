@@ -12,6 +12,12 @@ order and values are those the README's "Contract" paragraph lists. The typed st
 (:class:`Keyframe`, :class:`Reply`, :class:`ErrorReply`) write exactly those maps, and
 :func:`validate` is the single checker both directions use: the reasoner for what it receives
 (``keyframe``, ``ping``) and the edge for what it receives (``reply``, ``error``, ``pong``).
+
+Why plain dataclasses and a hand-written validator rather than msgspec or pydantic: the contract
+promises *which* error a sender hears (``bad_version`` before anything else, ``unknown_field`` before
+``malformed``, a probability vector that does not sum to 1, an alias such as ``angry`` refused by
+name), and both libraries report their own error kinds in their own order; mapping those back would
+be a second validator. It also keeps the edge's dependency list (Jetson images) unchanged.
 """
 
 from __future__ import annotations
