@@ -17,11 +17,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emostream.edge.faces import KEYPOINT_NAMES, Faces
+
+if TYPE_CHECKING:
+    from emostream.streams import Frame
 
 #: Probabilities are written with this many decimals: enough to rank and to average, and it keeps a
 #: JSON line per frame short.
@@ -64,7 +67,7 @@ class FaceBatch:
     probs: np.ndarray
     labels: tuple[str, ...]
     valence_arousal: np.ndarray
-    frame: Any = None
+    frame: Frame | None = None
     track_ids: np.ndarray = None  # type: ignore[assignment]
     smoothed_labels: np.ndarray = None  # type: ignore[assignment]
     smoothed_confidence: np.ndarray = None  # type: ignore[assignment]
@@ -99,12 +102,12 @@ class FaceBatch:
 
     @classmethod
     def from_faces(cls, faces: Faces, crops: np.ndarray, probs: np.ndarray, labels: Sequence[str],
-                   valence_arousal: np.ndarray, frame: Any = None) -> FaceBatch:
+                   valence_arousal: np.ndarray, frame: Frame | None = None) -> FaceBatch:
         """The analyzer's batch: detections plus what the engine said about each."""
         return cls(faces.boxes, faces.scores, faces.keypoints, crops, probs, tuple(labels), valence_arousal, frame)
 
     @classmethod
-    def empty(cls, labels: Sequence[str], crop_size: int = 48, frame: Any = None) -> FaceBatch:
+    def empty(cls, labels: Sequence[str], crop_size: int = 48, frame: Frame | None = None) -> FaceBatch:
         """No faces (an empty frame still yields a batch, so callers never test for None)."""
         f = Faces.empty()
         return cls.from_faces(f, np.zeros((0, crop_size, crop_size), np.uint8),
@@ -190,6 +193,8 @@ def face_records(batch: FaceBatch) -> list[dict[str, Any]]:
 def frame_record(batch: FaceBatch) -> dict[str, Any]:
     """The ``{"type": "frame", …}`` JSON-lines record of one analysed frame (the only place it is built)."""
     frame = batch.frame
+    if frame is None:
+        raise FaceBatchError("a frame record needs the batch's frame (stream, index, time)")
     return {
         "type": "frame",
         "stream": frame.stream,

@@ -146,7 +146,7 @@ def test_escalations_are_counted_in_the_metrics(data_file):
     hook = EscalationHook(escalator, records.append, metrics=metrics)
     try:
         run_streams(analyzer, [open_source(str(data_file("video/single_face.mp4")), stream="cam")],
-                    records.append, metrics=metrics, on_step=hook)
+                    records.append, metrics=metrics, sinks=[hook])
         hook.close()
     finally:
         analyzer.close()
