@@ -111,3 +111,22 @@ def test_face_batch_checks_shapes_and_selects_rows(analyzer, data_file):
     with pytest.raises(FaceBatchError, match="probs"):
         FaceBatch(batch.boxes, batch.scores, batch.keypoints, np.zeros((len(batch), 8, 8), np.uint8),
                   np.zeros((len(batch), 3), np.float32), ("a", "b"), np.zeros((len(batch), 2), np.float32))
+
+
+class _FailAtEnd(_Collect):
+    def end(self, stream: str, reason: str, events: list[dict]) -> None:
+        super().end(stream, reason, events)
+        raise OSError("sink gone")
+
+
+def test_every_sink_ends_each_stream_once_even_when_one_fails(analyzer, data_file):
+    """A sink that fails at a stream's end does not keep the later sinks from ending it (an overlay
+    must still be finished when the records cannot be written); its error is the one raised."""
+    failing, after = _FailAtEnd(), _Collect()
+    clip = str(data_file("video/single_face.mp4"))
+    with pytest.raises(OSError, match="sink gone"):
+        run_streams(analyzer, [open_source(clip, stream="a"), open_source(clip, stream="b")], lambda r: None,
+                    sinks=[failing, after], max_frames=5)
+    assert [s for s, _, _ in failing.ended] == ["a", "b"]  # b still ended after a's failure
+    assert [s for s, _, _ in after.ended] == ["a", "b"]
+    assert {s.batch.frame.stream for s in after.steps} == {"a", "b"}
