@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from emostream.contract import DEFAULT_DEADLINE_MS, SCHEMA_VERSION
+from emostream.contract import CONTEXT_SIDE, DEFAULT_DEADLINE_MS, Keyframe
 
 REASONS = ("new_track", "label_change", "uncertain", "heartbeat")
 
@@ -168,29 +168,16 @@ def make_keyframe(
     *,
     va: Sequence[float] | None = None,
     deadline_ms: int = DEFAULT_DEADLINE_MS,
-    context_side: int = 320,
+    context_side: int = CONTEXT_SIDE,
     quality: int = 85,
 ) -> dict[str, Any]:
-    """The msgpack-able keyframe message (contract v1, see ``reasoner/schema.py``).
+    """The msgpack-able keyframe message, built as the contract's typed :class:`~emostream.contract.Keyframe`
+    (the reasoner validates it with the same module).
 
     The crop is the aligned face (gray or RGB); the context frame is downscaled so its longest side
     is ``context_side`` -- enough for posture and scene, ~15 KiB instead of a full frame.
     """
-    msg: dict[str, Any] = {
-        "v": SCHEMA_VERSION,
-        "type": "keyframe",
-        "id": uuid.uuid4().hex,
-        "stream": str(stream),
-        "track": int(track),
-        "frame": int(frame),
-        "t_ns": int(t_ns),
-        "crop": _jpeg(crop, quality),
-        "box": [float(x) for x in box],
-        "labels": [str(x) for x in labels],
-        "probs": [float(x) for x in np.asarray(probs, dtype=np.float64).reshape(-1)],
-        "reason": reason,
-        "deadline_ms": int(deadline_ms),
-    }
+    context = None
     if frame_rgb is not None:
         h, w = frame_rgb.shape[:2]
         scale = min(1.0, context_side / max(h, w))
@@ -203,7 +190,21 @@ def make_keyframe(
                 interpolation=cv2.INTER_AREA,
             )
         )
-        msg["context"] = _jpeg(small, 70)
-    if va is not None:
-        msg["va"] = [float(min(1.0, max(-1.0, x))) for x in va]
-    return msg
+        context = _jpeg(small, 70)
+    vx, vy = (float(min(1.0, max(-1.0, x))) for x in va) if va is not None else (None, None)
+    bx = [float(x) for x in box]
+    return Keyframe(
+        id=uuid.uuid4().hex,
+        stream=str(stream),
+        track=int(track),
+        frame=int(frame),
+        t_ns=int(t_ns),
+        crop=_jpeg(crop, quality),
+        box=(bx[0], bx[1], bx[2], bx[3]),
+        labels=tuple(str(x) for x in labels),
+        probs=tuple(float(x) for x in np.asarray(probs, dtype=np.float64).reshape(-1)),
+        reason=reason,
+        deadline_ms=int(deadline_ms),
+        context=context,
+        va=None if vx is None or vy is None else (vx, vy),
+    ).to_wire()
