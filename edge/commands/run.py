@@ -191,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
                                  tta=engine_opts.tta)
             stack.callback(engine.close)
         analyzer = FrameAnalyzer(detector, engine, timer)
+        if not opts.quiet:
+            # Which runtime runs the network, and why: on a Jetson a silent CPU fallback costs 10x.
+            print(f"emostream: engine {getattr(engine, 'selection', engine.name)}", file=sys.stderr)
         with stop.deferred():
             escalator = open_escalator(opts.reasoner, keys_dir=opts.keys, insecure=opts.insecure,
                                        labels=analyzer.labels)

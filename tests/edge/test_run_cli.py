@@ -137,3 +137,15 @@ def test_tta_flag_runs_the_mirrored_engine(data_file):
     frames = [r for r in map(json.loads, proc.stdout.splitlines()) if r["type"] == "frame"]
     assert len(frames) == 1 and frames[0]["faces"][0]["label"] == "happy"
     assert "onnxruntime+flip-tta/" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_run_says_which_engine_auto_chose_and_why(data_file):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed: auto may legitimately pick it")
+    proc = emostream("run", str(data_file("multiface/single_face.jpg")), "--reasoner", "none")
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("emostream: engine "))
+    # No TensorRT on this machine: auto must fall back to ONNX Runtime and say what was missing.
+    assert line.startswith("emostream: engine onnxruntime (auto: ") and "tensorrt" in line, line
