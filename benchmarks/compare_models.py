@@ -30,8 +30,7 @@ if str(REPO) not in sys.path:
 
 from emostream.calibration.int8 import FaceCalibrationReader, quantize_qdq, stratified_sample  # noqa: E402
 from emostream.calibration.temperature import expected_calibration_error  # noqa: E402
-from emostream.engines.emotion import load_engine, load_model_info  # noqa: E402
-from emostream.engines.emotion.engine import EmotionModelInfo  # noqa: E402
+from emostream.engines.emotion import EmotionModelInfo, load_engine, load_model_info  # noqa: E402
 from emostream.training.data import load_fer_cached  # noqa: E402
 from emostream.training.loop import macro_f1  # noqa: E402
 

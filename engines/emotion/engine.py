@@ -5,8 +5,6 @@ probabilities back; preprocessing, label names and softmax/temperature come from
 (:mod:`.card`), the shared run/close code from the base class (:mod:`.backend`). This module imports
 no torch and no TensorRT: backends are imported lazily by :func:`load_engine` so the edge hot path
 stays light. Backends import ``card`` and ``backend``, never this module, so there is no circle.
-
-The card and base-class names are re-exported here for callers written against the old layout.
 """
 
 from __future__ import annotations
@@ -18,39 +16,14 @@ import numpy as np
 from emostream.engines.emotion.backend import (
     EmotionBackend,
     EmotionEngine,
-    check_crops,
     check_threads,
-    empty_result,
-    postprocess,
-    preprocess,
 )
 from emostream.engines.emotion.card import (
     DEFAULT_MODEL,
-    MODEL_REGISTRY,
-    MODELS_DIR,
     EmotionModelInfo,
     EngineError,
     load_model_info,
 )
-
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_MODEL",
-    "MODEL_REGISTRY",
-    "MODELS_DIR",
-    "EmotionBackend",
-    "EmotionEngine",
-    "EmotionModelInfo",
-    "EngineError",
-    "FlipTTAEngine",
-    "check_crops",
-    "check_threads",
-    "empty_result",
-    "load_engine",
-    "load_model_info",
-    "postprocess",
-    "preprocess",
-]
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
 
