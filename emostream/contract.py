@@ -375,13 +375,18 @@ def decode_reply(
     return validate_reply(unpack(data, max_bytes), labels)
 
 
-def _keyframe(msg: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(msg) - set(KEYFRAME_REQUIRED) - set(KEYFRAME_OPTIONAL)
+def _check_fields(msg: dict[str, Any], required: Sequence[str], optional: Sequence[str]) -> None:
+    """Unknown fields first (``unknown_field``), then missing ones (``malformed``): the codes' documented order."""
+    unknown = set(msg) - set(required) - set(optional)
     if unknown:
         raise ProtocolError("unknown_field", f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-    missing = [k for k in KEYFRAME_REQUIRED if k not in msg]
+    missing = [k for k in required if k not in msg]
     if missing:
         raise ProtocolError("malformed", f"missing field(s): {', '.join(missing)}")
+
+
+def _keyframe(msg: dict[str, Any]) -> dict[str, Any]:
+    _check_fields(msg, KEYFRAME_REQUIRED, KEYFRAME_OPTIONAL)
     stream = _need(msg, "stream", str, "a string")
     if len(stream) > MAX_TEXT:
         raise ProtocolError("malformed", "field 'stream' too long")
@@ -440,12 +445,7 @@ def _keyframe(msg: dict[str, Any]) -> dict[str, Any]:
 def _answer(msg: dict[str, Any], kind: str, labels: Sequence[str] | None) -> dict[str, Any]:
     fields = {"reply": REPLY_REQUIRED, "error": ERROR_FIELDS, "pong": PONG_FIELDS}[kind]
     optional = REPLY_OPTIONAL if kind == "reply" else ()
-    unknown = set(msg) - set(fields) - set(optional)
-    if unknown:
-        raise ProtocolError("unknown_field", f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
-    missing = [k for k in fields if k not in msg]
-    if missing:
-        raise ProtocolError("malformed", f"missing field(s): {', '.join(missing)}")
+    _check_fields(msg, fields, optional)
     if not (kind == "error" and msg["id"] is None) and not _good_id(msg["id"]):
         raise ProtocolError("malformed", f"field 'id' must be 1-{MAX_ID} characters")
     if kind == "error":
