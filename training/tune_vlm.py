@@ -287,11 +287,14 @@ def tune(
     *,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    stop: Callable[[int], bool] | None = None,
 ) -> dict[str, Any]:
     """Tune, checkpoint, save the adapter to ``out``; returns the metrics (also written to ``out/tune.json``).
 
     ``probe_loss_before``/``probe_loss_after`` is the loss on one fixed batch (the first records) before the
     first step and after the last: the simplest evidence that the adapter learned the data's answers.
+    ``stop(step)``, asked after every step, ends the run early with a checkpoint (a scheduler's pre-emption;
+    the same command later resumes from it to the very same adapter).
     """
     import torch
     from peft import set_peft_model_state_dict
@@ -391,8 +394,11 @@ def tune(
             state["losses"].append(round(total, 5))
             bar.update(1)
             bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr_at(step):.2e}")
-            if state["step"] % cfg.save_every == 0 or state["step"] == cfg.steps:
+            stopping = stop is not None and stop(state["step"])
+            if state["step"] % cfg.save_every == 0 or state["step"] == cfg.steps or stopping:
                 save_checkpoint()
+            if stopping:
+                break
     finally:
         bar.close()
     model.eval()
@@ -403,6 +409,7 @@ def tune(
     k = max(1, min(10, len(losses) // 4))
     metrics = {
         "steps": state["step"],
+        "finished": state["step"] >= cfg.steps,
         "records": len(records),
         "trainable_params": int(sum(p.numel() for p in params)),
         "total_params": int(sum(p.numel() for p in model.parameters())),
