@@ -539,6 +539,8 @@ def generate(
         if summary.engine_errors == summary.faces and not summary.kept:
             # A dead server or a broken model is not "every face rejected": say so, and write nothing.
             raise InstructionError(f"the teacher failed on every face ({summary.first_engine_error})")
+        if not summary.kept and warn:
+            warn(f"no answer of the teacher passed the checks on {summary.faces} faces; {out} has no records")
         if summary.engine_errors and warn:
             warn(f"the teacher failed on {summary.engine_errors} of {summary.faces} faces (counted as rejected; "
                  f"first: {summary.first_engine_error})")

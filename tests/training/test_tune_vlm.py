@@ -81,6 +81,31 @@ def test_loss_is_only_on_the_assistant_turns(tiny_vlm, data):
     assert labels[0] == IGNORE and item["pixel_values"].shape[0] == 1
 
 
+#: A ChatML template as Qwen2.5-VL's (``<|im_start|>role\n … <|im_end|>\n``), with the tiny tokenizer's <s>/</s>.
+CHATML = ("{% for m in messages %}<s>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+          "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
+          "{% endfor %}{% endif %}</s>\n{% endfor %}{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+
+
+def test_with_a_chatml_template_the_end_of_turn_is_taught_and_the_role_header_is_not(tiny_vlm, data):
+    """The model must learn to *stop*: the end-of-turn marker after each answer carries loss; the
+    ``assistant`` header before it is prompt (the reasoner's generation prompt supplies it)."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    processor.chat_template = CHATML
+    conv = next(r for r in load_records(data) if r["kind"] == "conversation")
+    item = encode(processor, conv, 4096)
+    ids, labels = item["input_ids"].tolist(), item["labels"].tolist()
+    tok = processor.tokenizer
+    eos = tok.convert_tokens_to_ids("</s>")
+    taught_eos = sum(1 for i, lab in zip(ids, labels) if lab != IGNORE and i == eos)
+    assert taught_eos == 3  # one per assistant turn
+    assert sum(1 for i in ids if i == eos) == 3 + 4  # system + 3 user turns end with </s> too, untaught
+    taught = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE], skip_special_tokens=False)
+    assert "assistant" not in taught and taught.startswith("They look")
+
+
 def test_lora_sits_on_the_language_model_only(tiny_vlm):
     from transformers import AutoModelForImageTextToText
 
@@ -179,6 +204,38 @@ def _face(data_file):
 
     bgr = cv2.imread(str(sorted((data_file("fer2013/val") / "sad").glob("*.jpg"))[0]))
     return bgr[:, :, ::-1].copy()
+
+
+def test_a_local_vlm_teacher_is_resampled_and_filtered(tmp_path, tiny_vlm, data_file):
+    """The tiny random VLM as teacher: its constrained answers parse, but they are garbage, so SEKE and the label
+    check must reject most of them after K samples -- and whatever is kept must pass both."""
+    from emostream.reasoner.schema import parse_answer
+    from emostream.reasoner.verify import check
+
+    teacher = build_teacher(str(tiny_vlm), threads=1, max_new_tokens=200, seed=0)
+    assert teacher.name == f"transformers:{tiny_vlm.name}"
+    out = tmp_path / "vlm.jsonl"
+    warnings: list[str] = []
+    summary = generate(data_file("fer2013/val"), out, teacher, k=2, limit=6, progress=False, warn=warnings.append)
+    assert summary.faces == 6 and summary.samples > 6  # rejected first answers were resampled
+    assert set(summary.reasons) <= {"va_inconsistent", "au_inconsistent", "au_va_inconsistent", "wrong_label",
+                                    "no_aus", "unparseable"}
+    assert "unparseable" not in summary.reasons  # constrained decoding: every answer parses
+    for line in out.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["kind"] == "categorical":
+            a = parse_answer(rec["conversations"][1]["value"], teacher.labels)
+            assert a.expression == rec["label"] and check(a).ok
+    assert bool(summary.kept) or any("no answer" in w for w in warnings)
+
+
+def test_cli_tunes_and_prints_one_metrics_line(tmp_path, tiny_vlm, data, emostream):
+    done = emostream("tune-vlm", "--base", str(tiny_vlm), "--data", str(data), "--out", str(tmp_path / "a"),
+                     "--steps", "2", "--batch-size", "1", "--grad-accum", "2", "--threads", "1", "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = done.stdout.strip()
+    assert line.startswith("done: 2 steps on ") and "samples/s on cpu fp32" in line and "LoRA layers" in line
+    assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
 
 
 def test_bad_tuning_inputs_are_one_line(tmp_path, tiny_vlm, data, emostream):
