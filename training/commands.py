@@ -136,16 +136,42 @@ def add_tune_vlm_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_tune_vlm(args: argparse.Namespace) -> int:
+    import signal
     import sys
+    import threading
 
     from emostream.training.tune_vlm import TuneConfig, tune
 
+    # SIGINT/SIGTERM (Ctrl-C, a scheduler's pre-emption) end the run after the current step, with a checkpoint:
+    # hours of tuning must not be lost to a signal that arrived a minute before the next --save-every.
+    got: list[int] = []
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if got:  # a second signal: stop now (the last checkpoint stands)
+            raise KeyboardInterrupt
+        got.append(signum)
+        stop.set()
+        print(f"emostream: {signal.Signals(signum).name}: stopping after this step (again to stop now)",
+              file=sys.stderr)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     cfg = TuneConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                      warmup=args.warmup, rank=args.rank, alpha=args.alpha, dropout=args.dropout, qlora=args.qlora,
                      seed=args.seed, save_every=args.save_every, max_length=args.max_length, device=args.device,
                      threads=args.threads)
-    m = tune(args.base, args.data, args.out, cfg, progress=not args.no_progress,
-             log=lambda line: print(f"emostream: {line}", file=sys.stderr))
+    try:
+        m = tune(args.base, args.data, args.out, cfg, progress=not args.no_progress,
+                 log=lambda line: print(f"emostream: {line}", file=sys.stderr), stop=lambda _step: stop.is_set())
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if got and not m["finished"]:
+        print(f"emostream: interrupted ({signal.Signals(got[0]).name}) after step {m['steps']} of {cfg.steps}; "
+              f"checkpoint in {args.out / 'checkpoint'}: rerun the same command to resume", file=sys.stderr)
+        return 128 + got[0]
+    if not m["finished"]:
+        return 1  # stop() without a signal cannot happen here; never report a partial run as done
     rate = f"{m['samples_per_s']:.2f} samples/s" if m["samples_per_s"] else "no new steps"
     mem = f", peak {m['peak_memory_gib']:.2f} GiB" if m["peak_memory_gib"] is not None else ""
     print(f"done: {m['steps']} steps on {m['records']} records, loss {m['loss_first']:.4f} -> {m['loss_last']:.4f}, "

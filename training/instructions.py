@@ -453,9 +453,10 @@ class Summary:
                 "reject_reasons": dict(self.reasons)}
 
     def table(self) -> str:
-        lines = [f"{'':14s} {'kept':>6s} {'rejected':>9s}"]
+        lines = [f"{'faces per kind':14s} {'kept':>6s} {'rejected':>9s}"]
         for kind in KINDS:
             lines.append(f"{kind:14s} {self.kept[kind]:6d} {self.rejected[kind]:9d}")
+        lines.append(f"{'per label':14s} {'(faces x kinds)':>16s}")
         for label in sorted(set(self.kept_label) | set(self.rejected_label)):
             lines.append(f"{label:14s} {self.kept_label[label]:6d} {self.rejected_label[label]:9d}")
         why = ", ".join(f"{k} {v}" for k, v in self.reasons.most_common()) or "none"

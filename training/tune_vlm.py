@@ -127,8 +127,12 @@ def encode(processor: Any, rec: dict[str, Any], max_length: int) -> dict[str, An
 
     msgs = to_messages(rec)
     tok = processor.tokenizer
-    with Image.open(rec["image"]) as im:
-        image = im.convert("RGB")
+    name = rec.get("id") or rec["image"]
+    try:
+        with Image.open(rec["image"]) as im:
+            image = im.convert("RGB")
+    except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise TuneError(f"record {name}: image {rec['image']} does not decode ({exc.__class__.__name__})") from None
     # Rendered prefixes: before each assistant turn (with the generation prompt) and after it.
     cuts: list[tuple[str, bool]] = []  # (text piece, is_answer)
     done = ""
@@ -152,6 +156,9 @@ def encode(processor: Any, rec: dict[str, Any], max_length: int) -> dict[str, An
         labels += piece if is_answer else [IGNORE] * len(piece)
     if len(ids) > max_length:
         ids, labels = ids[:max_length], labels[:max_length]
+    if all(lab == IGNORE for lab in labels):
+        # Nothing to learn (and a NaN loss): the prompt alone fills --max-length.
+        raise TuneError(f"record {name}: no answer token within --max-length {max_length} (raise it)")
     extra = {k: v for k, v in first.items() if k not in ("input_ids", "attention_mask")}
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), **extra}
 
@@ -365,9 +372,14 @@ def tune(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     model.train()
+    if log:
+        log(f"tuning: {len(records)} records, {sum(p.numel() for p in params):,} trainable parameters, "
+            f"steps {state['step']}..{cfg.steps} on {dev}")
     bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", disable=not progress, dynamic_ncols=True)
     try:
         while state["step"] < cfg.steps:
+            if stop is not None and stop(state["step"]):
+                break  # asked to stop before this step (e.g. a signal while the model loaded)
             t0 = time.perf_counter()
             step = state["step"]
             for group in opt.param_groups:
@@ -401,15 +413,18 @@ def tune(
                 break
     finally:
         bar.close()
+    finished = state["step"] >= cfg.steps
     model.eval()
-    with torch.no_grad():
-        probe_after = float(_loss(model, probe, dev, amp))
-    model.save_pretrained(out)
+    probe_after = None
+    if finished:  # an interrupted run leaves only its checkpoint: no half-tuned adapter that looks finished
+        with torch.no_grad():
+            probe_after = float(_loss(model, probe, dev, amp))
+        model.save_pretrained(out)
     losses = state["losses"]
     k = max(1, min(10, len(losses) // 4))
     metrics = {
         "steps": state["step"],
-        "finished": state["step"] >= cfg.steps,
+        "finished": finished,
         "records": len(records),
         "trainable_params": int(sum(p.numel() for p in params)),
         "total_params": int(sum(p.numel() for p in model.parameters())),

@@ -238,6 +238,43 @@ def test_cli_tunes_and_prints_one_metrics_line(tmp_path, tiny_vlm, data, emostre
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
 
 
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_rerun_resumes(tmp_path, tiny_vlm, data, emostream):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "sig"
+    args = ["tune-vlm", "--base", str(tiny_vlm), "--data", str(data), "--out", str(out), "--steps", "100000",
+            "--batch-size", "1", "--grad-accum", "1", "--save-every", "100000", "--threads", "1", "--no-progress"]
+    err = tmp_path / "err.log"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "emostream", *args], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=fh, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while "tuning:" not in err.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
+            time.sleep(0.05)
+        time.sleep(1.0)  # a few steps
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = err.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, log[-2000:]
+    assert "interrupted (SIGTERM)" in log and "Traceback" not in log and not stdout.startswith("done")
+    step = json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+    assert 1 <= step < 100000
+    assert not (out / "adapter_model.safetensors").exists()  # no half-tuned adapter that looks finished
+    again = emostream(*[str(step + 2) if a == "100000" else a for a in args])
+    assert again.returncode == 0 and f"at step {step}" in again.stderr, again.stderr[-2000:]
+    assert again.stdout.startswith(f"done: {step + 2} steps") and (out / "adapter_model.safetensors").is_file()
+
+
 def test_bad_tuning_inputs_are_one_line(tmp_path, tiny_vlm, data, emostream):
     with pytest.raises(TuneError, match="needs a CUDA GPU"):
         tune(tiny_vlm, data, tmp_path / "q", TuneConfig(steps=1, qlora=True), progress=False)
