@@ -384,7 +384,8 @@ def render(kind: str, a: Answer, labels: tuple[str, ...], rng: np.random.Generat
                 {"from": "gpt", "value": why}]
     if kind == "conversation":
         return [{"from": "human", "value": "<image>\n" + str(rng.choice(CONVERSATION_OPENERS))},
-                {"from": "gpt", "value": f"They look {adj} ({a.expression})."},
+                {"from": "gpt", "value": f"They look {adj}." if adj == a.expression else
+                 f"They look {adj} ({a.expression})."},
                 {"from": "human", "value": str(rng.choice(CONVERSATION_AFFECT))},
                 {"from": "gpt", "value": affect_phrase(a)},
                 {"from": "human", "value": str(rng.choice(CONVERSATION_CUES))},
