@@ -243,6 +243,10 @@ def load_model(base: str | Path, cfg: TuneConfig) -> tuple[Any, Any, Any, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     kwargs: dict[str, Any] = {"local_files_only": True}
+    if amp is not None:
+        # Frozen base weights in the autocast dtype on a GPU (half the memory of fp32); peft keeps the LoRA
+        # weights themselves in fp32 (autocast_adapter_dtype), so the optimiser never steps in half precision.
+        kwargs["dtype"] = amp
     if cfg.qlora:
         if dev.type != "cuda":
             raise TuneError("--qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); use plain LoRA on this machine")
