@@ -88,6 +88,8 @@ def _cmd_instructions(args: argparse.Namespace) -> int:
 
     if args.teacher_url and args.teacher != "knowledge":
         raise DatasetError("give either --teacher VLM_DIR or --teacher-url, not both")
+    if args.teacher_adapter and (args.teacher_url or args.teacher == "knowledge"):
+        raise DatasetError("--teacher-adapter needs --teacher VLM_DIR")
     teacher = build_teacher(args.teacher, url=args.teacher_url, model_name=args.teacher_model,
                             emotion_model=args.model, threads=args.threads, workers=args.workers, seed=args.seed,
                             adapter=args.teacher_adapter, device=args.device)

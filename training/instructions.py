@@ -424,10 +424,10 @@ class Summary:
     faces: int = 0
     unreadable: int = 0
     samples: int = 0
-    kept: Counter = field(default_factory=Counter)  # kind -> n
-    rejected: Counter = field(default_factory=Counter)  # kind -> n
-    kept_label: Counter = field(default_factory=Counter)  # label -> faces with all kinds kept... per record
-    rejected_label: Counter = field(default_factory=Counter)
+    kept: Counter = field(default_factory=Counter)  # kind -> faces
+    rejected: Counter = field(default_factory=Counter)  # kind -> faces
+    kept_label: Counter = field(default_factory=Counter)  # label -> kind-answers kept (faces x kinds)
+    rejected_label: Counter = field(default_factory=Counter)  # label -> kind-answers rejected
     reasons: Counter = field(default_factory=Counter)  # reason -> kind-answers
     engine_errors: int = 0  # faces whose teacher answered with an error at least once
     first_engine_error: str = ""
