@@ -307,11 +307,6 @@ def tune(
     ``stop(step)``, asked after every step, ends the run early with a checkpoint (a scheduler's pre-emption;
     the same command later resumes from it to the very same adapter).
     """
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from tqdm import tqdm
-
     for name, value in (("--steps", cfg.steps), ("--batch-size", cfg.batch_size), ("--grad-accum", cfg.grad_accum),
                         ("--rank", cfg.rank), ("--save-every", cfg.save_every)):
         if value < 1:
@@ -322,6 +317,17 @@ def tune(
     if out.exists() and not out.is_dir():
         raise TuneError(f"--out {out} is a file (name a folder for the adapter)")
     records = load_records(data)
+    # Every check that needs no framework comes before torch/peft/transformers are imported (seconds each).
+    if not (Path(base) / "config.json").is_file():
+        raise TuneError(f"--base {base} has no config.json (expected a save_pretrained VLM folder)")
+    import torch
+
+    if cfg.qlora and not torch.cuda.is_available():
+        raise TuneError("--qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); use plain LoRA on this machine")
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
     torch.manual_seed(cfg.seed)
     processor, model, dev, amp = load_model(base, cfg)
     pad = processor.tokenizer.pad_token_id
