@@ -36,7 +36,7 @@ $(VENV)/edge.stamp: pyproject.toml .cache/apt.stamp
 edge-venv: $(VENV)/edge.stamp
 
 $(VENV)/full.stamp: $(VENV)/edge.stamp
-	$(PY) -m pip install -q -e '.[train,reasoner,dev]'
+	$(PY) -m pip install -q -e '.[train,reasoner,tune,dev]'
 	@touch $@
 venv: $(VENV)/full.stamp
 

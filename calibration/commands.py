@@ -28,6 +28,167 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """``emostream calibrate`` (named in ``edge/cli.py``'s table; training no longer registers it, so the
     two offline layers import each other in one direction only: calibration -> training)."""
     add_calibrate_parser(subparsers)
+    add_fit_gate_parser(subparsers)
+
+
+class GateCommandError(ValueError):
+    """Bad input for ``emostream fit-gate`` (one line, exit 2)."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_fit_gate_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "fit-gate", help="fit the EmoVLM-KD fusion gate (VLM answer + network logits) on a labelled folder",
+        description="Ask the reasoner (a VLM, or the knowledge engine) and the emotion network about every face of "
+                    "DATA, fit the gate on one stratified half and report network alone, VLM alone and fused "
+                    "(accuracy, macro-F1) on the other half. Serve the gate with `emostream reasoner --gate OUT`.")
+    p.add_argument("data", metavar="DATA", help="labelled face folder (the layouts `emostream eval` reads)")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="GATE.json", help="the fitted gate")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--vlm", metavar="VLM_DIR", help="local transformers VLM directory")
+    engine.add_argument("--vlm-url", metavar="URL", help="OpenAI-compatible server, e.g. http://gpu:8000/v1")
+    p.add_argument("--vlm-model", default="default", help="model name sent to --vlm-url")
+    p.add_argument("--adapter", metavar="DIR", help="LoRA adapter for --vlm (`emostream tune-vlm` output)")
+    p.add_argument("--model", default=None, metavar="NAME|PATH", help="emotion network (default: the shipped one)")
+    p.add_argument("--resample", type=_positive, default=3, metavar="K", help="SEKE answers per face at most")
+    p.add_argument("--max-new-tokens", type=_positive, default=400, help="decode budget for --vlm")
+    p.add_argument("--batch", type=_positive, default=8, help="faces per VLM call (default 8)")
+    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="a seeded random N of the faces")
+    p.add_argument("--seed", type=int, default=0, help="face sample, halves, CV folds, VLM sampling")
+    p.add_argument("--threads", type=_positive, default=None, help="CPU threads (network, local VLM)")
+    p.add_argument("--device", default="auto", help="torch device for --vlm")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_fit_gate)
+
+
+def collect_answers(args: argparse.Namespace, log=None) -> dict:
+    """Per face: the network's probabilities, the reasoner's answer (label index or -1) and the truth index."""
+    from tqdm import tqdm
+
+    from emostream.datasets import DatasetError, load_labelled_images
+    from emostream.engines.emotion import load_engine
+    from emostream.engines.emotion.card import DEFAULT_MODEL
+    from emostream.reasoner.core import Reasoner
+    from emostream.reasoner.knowledge import KnowledgeEngine
+    from emostream.training.instructions import InstructionError, read_face, select
+
+    try:
+        found = load_labelled_images(args.data)
+    except DatasetError as exc:
+        raise GateCommandError(str(exc)) from None
+    if args.adapter and not args.vlm:
+        raise GateCommandError("--adapter needs --vlm VLM_DIR")
+    net = load_engine("onnxruntime", args.model or DEFAULT_MODEL, threads=args.threads)
+    labels = tuple(net.labels)
+    if args.vlm:
+        import torch
+
+        from emostream.engines.vlm.transformers_engine import TransformersEngine
+        from emostream.reasoner.schema import answer_lark_grammar
+
+        torch.manual_seed(args.seed)
+        vlm = TransformersEngine(args.vlm, grammar_fn=answer_lark_grammar, max_new_tokens=args.max_new_tokens,
+                                 threads=args.threads, device=args.device, adapter=args.adapter)
+    elif args.vlm_url:
+        from emostream.engines.vlm.openai_engine import OpenAIEngine
+        from emostream.reasoner.schema import answer_json_schema
+
+        vlm = OpenAIEngine(args.vlm_url, model=args.vlm_model, schema_fn=answer_json_schema)
+    else:
+        vlm = KnowledgeEngine()
+    reasoner = Reasoner(engine=vlm, resample_k=args.resample)
+    chosen = select(len(found), args.limit, args.seed)
+    probs, answers, truth = [], [], []
+    counts = {"unreadable": 0, "label_not_in_network": 0, "vlm_errors": {}}
+    bar = tqdm(total=len(chosen), unit="face", disable=args.no_progress, dynamic_ncols=True)
+    try:
+        for lo in range(0, len(chosen), args.batch):
+            crops, jpegs, ys = [], [], []
+            for i in chosen[lo : lo + args.batch]:
+                if found.labels[i] not in labels:
+                    counts["label_not_in_network"] += 1
+                    continue
+                try:
+                    crop, jpeg = read_face(found.files[i], net.input_size)
+                except InstructionError as exc:
+                    counts["unreadable"] += 1
+                    if log:
+                        log(f"skipped (counted): {exc}")
+                    continue
+                crops.append(crop)
+                jpegs.append(jpeg)
+                ys.append(labels.index(found.labels[i]))
+            if crops:
+                p = net.run(np.stack(crops))
+                kfs = [{"id": str(lo + j), "crop": jpegs[j], "labels": list(labels), "probs": p[j].tolist()}
+                       for j in range(len(crops))]
+                for reply in reasoner.process(kfs):
+                    if "expression" in reply and reply["expression"] in labels:
+                        answers.append(labels.index(reply["expression"]))
+                    else:
+                        answers.append(-1)
+                        code = str(reply.get("code", "no_answer"))
+                        counts["vlm_errors"][code] = counts["vlm_errors"].get(code, 0) + 1
+                probs.append(p)
+                truth += ys
+            bar.update(min(args.batch, len(chosen) - lo))
+    finally:
+        bar.close()
+        net.close()
+        close = getattr(vlm, "close", None)
+        if close:
+            close()
+    if not truth:
+        raise GateCommandError(f"no usable face in {args.data} ({counts['unreadable']} unreadable, "
+                               f"{counts['label_not_in_network']} with labels the network does not have)")
+    return {"labels": labels, "net_probs": np.concatenate(probs), "vlm_idx": np.array(answers),
+            "truth": np.array(truth), "counts": counts, "engine": reasoner.name}
+
+
+def _cmd_fit_gate(args: argparse.Namespace) -> int:
+    import sys
+
+    from emostream.calibration.fusion import gate_report, save_gate
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise GateCommandError(f"--out {out} is a directory (name a .json file)")
+    if out.exists() and not args.overwrite:
+        raise GateCommandError(f"--out {out} exists (pass --overwrite to replace it)")
+    if not out.parent.is_dir():
+        raise GateCommandError(f"output folder {out.parent} does not exist")
+    got = collect_answers(args, log=lambda line: print(f"emostream: warning: {line}", file=sys.stderr))
+    gate, report = gate_report(got["labels"], got["vlm_idx"], got["net_probs"], got["truth"], seed=args.seed)
+    report = {"engine": got["engine"], "labels": list(got["labels"]), **got["counts"], **report}
+    if got["engine"] == "knowledge":
+        report["note"] = ("the knowledge engine answers from the network's own probabilities: 'vlm' is the network "
+                          "again, so the gate can add nothing; fit with --vlm or --vlm-url")
+    save_gate(gate, out)
+    out.with_name(out.name + ".report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"fit-gate: {report['faces']} faces ({report['fit']} fit, {report['held_out']} held out), "
+          f"engine {report['engine']}, VLM answered {report['vlm_answered']:.0%}, shrinkage l2 {report['l2']}")
+    print(f"{'held-out half':14s} {'accuracy':>9s} {'macro-F1':>9s}")
+    for name, row in report["held_out_scores"].items():
+        print(f"{name:14s} {row['accuracy']:9.4f} {row['macro_f1']:9.4f}")
+    for key in ("why_not", "note"):
+        if key in report:
+            print(f"note: {report[key]}")
+    print(f"done: gate -> {out} (report {out.name}.report.json); serve it with `emostream reasoner --gate {out}`")
+    return 0
 
 
 def add_calibrate_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -40,6 +40,9 @@ COMMANDS: dict[str, str] = {
     "train": "emostream.training.commands",
     "distill": "emostream.training.commands",
     "calibrate": "emostream.calibration.commands",
+    "instructions": "emostream.training.commands",
+    "tune-vlm": "emostream.training.commands",
+    "fit-gate": "emostream.calibration.commands",
 }
 #: Every module that contributes subcommands, in help order.
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))

@@ -29,6 +29,7 @@ def register(sub: Any) -> None:
     engine = p.add_mutually_exclusive_group()
     engine.add_argument("--vlm", metavar="PATH", help="local transformers VLM directory (image-text-to-text)")
     engine.add_argument("--vlm-url", metavar="URL", help="OpenAI-compatible server, e.g. http://gpu:8000/v1")
+    p.add_argument("--adapter", metavar="DIR", help="LoRA adapter for --vlm (`emostream tune-vlm` output)")
     p.add_argument("--vlm-model", default="default", help="model name sent to --vlm-url (default: %(default)s)")
     p.add_argument("--vlm-timeout", type=float, default=30.0, help="HTTP timeout in s for --vlm-url")
     p.add_argument("--max-new-tokens", type=int, default=512, help="decode budget for --vlm")
@@ -72,6 +73,8 @@ def build_reasoner(args: argparse.Namespace) -> Reasoner:
             raise ReasonerCommandError(f"{name} must be at least {lo}")
     if args.max_wait_ms < 0:
         raise ReasonerCommandError("--max-wait-ms must not be negative")
+    if getattr(args, "adapter", None) and not args.vlm:
+        raise ReasonerCommandError("--adapter needs --vlm VLM_DIR (a server behind --vlm-url loads its own adapters)")
     gate = None
     if args.gate:
         from .fusion import load_gate
@@ -88,6 +91,7 @@ def build_reasoner(args: argparse.Namespace) -> Reasoner:
             max_new_tokens=args.max_new_tokens,
             threads=args.threads,
             device=args.device,
+            adapter=getattr(args, "adapter", None),
         )
     elif args.vlm_url:
         from emostream.engines.vlm.openai_engine import OpenAIEngine

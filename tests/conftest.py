@@ -58,7 +58,7 @@ def data_file(shared_data: Path):
 #: Modules in the ``gpu`` and ``slow`` tiers, by file name (the cost is the module's nature, not a fixture's).
 GPU_MODULES = {"test_emotion_tensorrt.py", "test_tensorrt_calibrator.py"}
 SLOW_MODULES = {"test_fuzz_contract.py", "test_fuzz_labels_csv.py", "test_giant_images.py", "test_smoke_training.py",
-                "test_vlm_transformers.py", "test_signals.py"}
+                "test_vlm_transformers.py", "test_signals.py", "test_tune_vlm.py"}
 #: Names whose presence in a test module means it drives real media or a real emostream process.
 MEDIA_NAMES = {"run_emostream", "emostream", "open_source", "FaceDetector", "Gst", "_gst", "reasoner_process",
                "open_sink", "VideoSource", "subprocess"}

@@ -34,6 +34,153 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
     distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
     distill.set_defaults(handler=_cmd_distill)
+    add_instructions_parser(subparsers)
+    add_tune_vlm_parser(subparsers)
+
+
+def _positive(text: str) -> int:
+    """A whole number >= 1 (``--limit 0`` would quietly mean "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_instructions_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "instructions", help="generate SEKE-verified EmoVIT emotion instruction data (LLaVA JSONL) for VLM tuning",
+        description="For each labelled face in DATA (labels.csv, DATA.csv beside it, or one sub-folder per label; "
+                    "face crops), ask a teacher, keep answers consistent across expression, valence/arousal and "
+                    "action units and with the label (resampling up to K answers), and write categorical, reasoning "
+                    "and conversation instructions as LLaVA/ShareGPT JSONL.")
+    p.add_argument("data", metavar="DATA", help="labelled face folder (the layouts `emostream eval` reads)")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="OUT.jsonl", help="output JSONL file")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--teacher", default="knowledge", metavar="knowledge|VLM_DIR",
+                   help="knowledge (embedded engine on the emotion network, CPU; default) or a local "
+                        "transformers VLM directory")
+    p.add_argument("--teacher-adapter", metavar="DIR", help="LoRA adapter for a --teacher VLM_DIR (tune-vlm output)")
+    p.add_argument("--teacher-url", metavar="URL", help="OpenAI-compatible server, e.g. http://gpu:8000/v1")
+    p.add_argument("--teacher-model", default="default", metavar="NAME", help="model name sent to --teacher-url")
+    p.add_argument("--model", default=None, metavar="NAME|PATH",
+                   help="emotion network for the knowledge teacher, and whose labels a VLM teacher is offered "
+                        "(default: the shipped student)")
+    p.add_argument("--resample", type=_positive, default=3, metavar="K",
+                   help="SEKE: at most K teacher answers per face before it is rejected (default 3)")
+    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="a seeded random N of the faces")
+    p.add_argument("--seed", type=int, default=0, help="face sample, resampling views/sampling, phrasing")
+    p.add_argument("--workers", type=_positive, default=1, help="chunks of faces in flight (HTTP requests for "
+                                                                  "--teacher-url; image decoding otherwise)")
+    p.add_argument("--threads", type=_positive, default=None, help="CPU threads of the network / local VLM")
+    p.add_argument("--device", default="auto", help="torch device for a VLM_DIR teacher")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_instructions)
+
+
+def _cmd_instructions(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from emostream.training.instructions import build_teacher, generate
+
+    if args.teacher_url and args.teacher != "knowledge":
+        raise DatasetError("give either --teacher VLM_DIR or --teacher-url, not both")
+    if args.teacher_adapter and (args.teacher_url or args.teacher == "knowledge"):
+        raise DatasetError("--teacher-adapter needs --teacher VLM_DIR")
+    teacher = build_teacher(args.teacher, url=args.teacher_url, model_name=args.teacher_model,
+                            emotion_model=args.model, threads=args.threads, workers=args.workers, seed=args.seed,
+                            adapter=args.teacher_adapter, device=args.device)
+    try:
+        summary = generate(args.data, args.out, teacher, k=args.resample, limit=args.limit, seed=args.seed,
+                           workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
+                           warn=lambda line: print(f"emostream: warning: {line}", file=sys.stderr))
+    finally:
+        teacher.close()
+    summary_path = args.out.with_name(args.out.name + ".summary.json")
+    summary_path.write_text(json.dumps({"teacher": teacher.name, "resample": args.resample, "seed": args.seed,
+                                        **summary.to_json()}, indent=2) + "\n")
+    print(summary.table(), file=sys.stderr)
+    s = summary.to_json()
+    print(f"done: {s['faces']} faces, {s['records']} records kept, "
+          f"{sum(s['rejected_per_kind'].values())} kind-answers rejected, {s['unreadable']} unreadable, "
+          f"{s['teacher_samples']} teacher answers ({teacher.name}) -> {args.out} (summary {summary_path.name})")
+    return 0
+
+
+def add_tune_vlm_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "tune-vlm", help="LoRA / QLoRA instruction tuning of a local VLM on `emostream instructions` data",
+        description="LoRA (peft) on the language model's attention and MLP projections, vision tower frozen, loss "
+                    "on the assistant turns only; bf16/fp16 on a GPU, fp32 on the CPU, 4-bit QLoRA with "
+                    "--qlora (CUDA + bitsandbytes). Rerunning the same command resumes from OUT/checkpoint.")
+    p.add_argument("--base", required=True, type=Path, metavar="VLM_DIR", help="local transformers VLM folder")
+    p.add_argument("--data", required=True, type=Path, metavar="FILE.jsonl", help="LLaVA/ShareGPT JSONL")
+    p.add_argument("--out", required=True, type=Path, metavar="ADAPTER_DIR", help="adapter folder (resumes)")
+    p.add_argument("--steps", type=_positive, default=200, help="optimizer steps (default 200)")
+    p.add_argument("--batch-size", type=_positive, default=4, help="records per micro-batch (default 4)")
+    p.add_argument("--grad-accum", type=_positive, default=4, help="micro-batches per step (default 4)")
+    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
+    p.add_argument("--warmup", type=int, default=10, help="linear warm-up steps, then cosine to 10%% (default 10)")
+    p.add_argument("--rank", type=_positive, default=16, help="LoRA rank r (default 16)")
+    p.add_argument("--alpha", type=_positive, default=32, help="LoRA alpha (default 32)")
+    p.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
+    p.add_argument("--qlora", action="store_true", help="load the base in 4-bit NF4 (CUDA + bitsandbytes only)")
+    p.add_argument("--max-length", type=_positive, default=2048, help="tokens per record at most")
+    p.add_argument("--save-every", type=_positive, default=50, help="checkpoint every N steps (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:N")
+    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_tune_vlm)
+
+
+def _cmd_tune_vlm(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+    import threading
+
+    from emostream.training.tune_vlm import TuneConfig, tune
+
+    # SIGINT/SIGTERM (Ctrl-C, a scheduler's pre-emption) end the run after the current step, with a checkpoint:
+    # hours of tuning must not be lost to a signal that arrived a minute before the next --save-every.
+    got: list[int] = []
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if got:  # a second signal: stop now (the last checkpoint stands)
+            raise KeyboardInterrupt
+        got.append(signum)
+        stop.set()
+        print(f"emostream: {signal.Signals(signum).name}: stopping after this step (again to stop now)",
+              file=sys.stderr)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    cfg = TuneConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                     warmup=args.warmup, rank=args.rank, alpha=args.alpha, dropout=args.dropout, qlora=args.qlora,
+                     seed=args.seed, save_every=args.save_every, max_length=args.max_length, device=args.device,
+                     threads=args.threads)
+    try:
+        m = tune(args.base, args.data, args.out, cfg, progress=not args.no_progress,
+                 log=lambda line: print(f"emostream: {line}", file=sys.stderr), stop=lambda _step: stop.is_set())
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if got and not m["finished"]:
+        print(f"emostream: interrupted ({signal.Signals(got[0]).name}) after step {m['steps']} of {cfg.steps}; "
+              f"checkpoint in {args.out / 'checkpoint'}: rerun the same command to resume", file=sys.stderr)
+        return 128 + got[0]
+    if not m["finished"]:
+        return 1  # stop() without a signal cannot happen here; never report a partial run as done
+    rate = f"{m['samples_per_s']:.2f} samples/s" if m["samples_per_s"] else "no new steps"
+    mem = f", peak {m['peak_memory_gib']:.2f} GiB" if m["peak_memory_gib"] is not None else ""
+    print(f"done: {m['steps']} steps on {m['records']} records, loss {m['loss_first']:.4f} -> {m['loss_last']:.4f}, "
+          f"probe batch {m['probe_loss_before']:.4f} -> {m['probe_loss_after']:.4f}, "
+          f"{m['trainable_params']:,} trainable of {m['total_params']:,} params ({m['lora_layers']} LoRA layers), "
+          f"{rate} on {m['device']} {m['precision']}{mem} -> {args.out}")
+    return 0
 
 
 def _need_sub(parser: argparse.ArgumentParser) -> int:

@@ -32,6 +32,7 @@ class TransformersEngine:
         temperature: float = 0.8,
         threads: int | None = None,
         device: str = "auto",
+        adapter: str | Path | None = None,
     ) -> None:
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -49,6 +50,8 @@ class TransformersEngine:
             self.model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True)
         except Exception as exc:  # transformers raises many kinds for a broken folder
             raise VLMError(f"cannot load VLM from {path}: {exc.__class__.__name__}: {str(exc)[:200]}") from None
+        if adapter is not None:
+            self.model = _with_adapter(self.model, Path(adapter))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
@@ -60,7 +63,7 @@ class TransformersEngine:
         self.tokenizer.padding_side = "left"  # decoder-only batch generation pads on the left
         if getattr(self.processor, "chat_template", None) is None:
             raise VLMError(f"VLM directory {path} has no chat template")
-        self.name = f"transformers:{path.name}"
+        self.name = f"transformers:{path.name}" + (f"+{Path(adapter).name}" if adapter is not None else "")
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self._torch = torch
@@ -145,6 +148,24 @@ class TransformersEngine:
             return [err for _ in prompts]
         texts = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def _with_adapter(model: Any, adapter: Path) -> Any:
+    """The base model with a LoRA adapter (``emostream tune-vlm``) merged in.
+
+    Merged, not wrapped: the tuned model then decodes exactly as fast as the base (no extra matmuls per
+    projection), and generation, constrained decoding and batching stay the base model's own code.
+    """
+    if not (adapter / "adapter_config.json").is_file():
+        raise VLMError(f"adapter directory {adapter} has no adapter_config.json (expected `emostream tune-vlm` output)")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise VLMError("--adapter needs peft (the 'tune' extra)") from None
+    try:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=False).merge_and_unload()
+    except Exception as exc:  # a mismatched adapter fails in many ways inside peft
+        raise VLMError(f"cannot apply adapter {adapter}: {exc.__class__.__name__}: {str(exc)[:200]}") from None
 
 
 class _GrammarProcessor:
