@@ -74,6 +74,16 @@ KEYPOINT_NAMES: tuple[str, ...] = (
     "right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear",
 )
 MODELS: tuple[str, ...] = ("short", "full")
+#: How the BlazeFace weights are executed: ``litert`` = the ``.tflite`` on the TFLite interpreter with
+#: MediaPipe's decoding re-done in numpy (:mod:`edge.blazeface`, the default: 3-4x cheaper for full
+#: range); ``mediapipe`` = MediaPipe's own graphs (Tasks API for short, ``solutions`` for full).
+RUNTIMES: tuple[str, ...] = ("litert", "mediapipe")
+DEFAULT_MODEL = "full"
+DEFAULT_RUNTIME = "litert"
+#: Default detection threshold. 0.55, not MediaPipe's 0.5: full range on the TFLite route scores a few
+#: frames of no_face.mp4's animated title at 0.50-0.59 (8 of 95 frames at 0.5, 3 at 0.55), while the
+#: Pexels face keeps 468/472 one-face frames and the PASCAL recall stays 42/43.
+DEFAULT_MIN_SCORE = 0.55
 
 # Alignment template, measured (not guessed): BlazeFace short-range keypoints on 645 FER2013 training
 # crops (every 40th file, upscaled to 192 px and padded so the detector sees them), medians in crop
@@ -174,10 +184,12 @@ class FaceDetector:
     overlapping sub-image passes for small faces (see module docstring for cost and recall).
     """
 
-    def __init__(self, model: str = "short", min_score: float = 0.5, max_faces: int | None = None,
-                 tiles: int = 1) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, min_score: float = DEFAULT_MIN_SCORE, max_faces: int | None = None,
+                 tiles: int = 1, runtime: str = DEFAULT_RUNTIME) -> None:
         if model not in MODELS:
             raise FaceDetectorError(f"unknown face model {model!r}; choose one of {', '.join(MODELS)}")
+        if runtime not in RUNTIMES:
+            raise FaceDetectorError(f"unknown detector runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         if not 0.0 <= min_score <= 1.0:
             raise FaceDetectorError(f"min_score must be within [0, 1], got {min_score}")
         if max_faces is not None and max_faces < 1:
@@ -188,9 +200,13 @@ class FaceDetector:
         self.min_score = float(min_score)
         self.max_faces = max_faces
         self.tiles = tiles
+        self.runtime = runtime
         self._impl: Any = None
         with _native_stderr_silenced():
-            self._impl = _TasksShortRange(min_score) if model == "short" else _LegacyFullRange(min_score)
+            if runtime == "litert":
+                self._impl = _litert(model, min_score)
+            else:
+                self._impl = _TasksShortRange(min_score) if model == "short" else _LegacyFullRange(min_score)
             # MediaPipe/TFLite print their start-up chatter (EGL, XNNPACK, feedback tensors) from C++
             # straight to fd 2, on the first inference; one warm-up call keeps it out of the user's
             # terminal and logs. Failures still surface as Python exceptions.
@@ -244,6 +260,19 @@ class FaceDetector:
             self.close()
         except Exception:
             pass
+
+
+def _litert(model: str, min_score: float) -> Any:
+    """The ``.tflite`` on the TFLite interpreter (:mod:`edge.blazeface`); a clear error without it."""
+    try:
+        from emostream.edge.blazeface import TFLiteBlazeFace
+        return TFLiteBlazeFace(model, model_path(model), min_score)
+    except ImportError as exc:
+        raise FaceDetectorError(
+            f"detector runtime 'litert' needs tflite-runtime (pip install 'tflite-runtime>=2.14,<2.15'): {exc}; "
+            "or choose --detector-runtime mediapipe") from exc
+    except (ValueError, RuntimeError) as exc:
+        raise FaceDetectorError(f"cannot load the {model}-range face model on TFLite: {exc}") from exc
 
 
 class _TasksShortRange:

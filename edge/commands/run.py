@@ -185,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(source.close)
             sources.append(source)
         with stop.deferred():  # native model loading: a signal is honoured when it is done
-            detector = FaceDetector(model=detector_opts.detector, min_score=detector_opts.min_score)
+            detector = FaceDetector(model=detector_opts.detector, min_score=detector_opts.min_score,
+                                    runtime=detector_opts.detector_runtime)
             stack.callback(detector.close)
             engine = load_engine(engine_opts.engine, engine_opts.model, threads=engine_opts.threads,
                                  tta=engine_opts.tta)
