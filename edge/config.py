@@ -118,6 +118,11 @@ class DetectorOptions:
         "--detector-runtime", default="litert", choices=DETECTOR_RUNTIMES,
         help="how BlazeFace runs: litert (its .tflite on the TFLite interpreter, default) or mediapipe "
              "(MediaPipe's own graphs, 2-3x slower)")
+    detect_interval: int = option(
+        "--detect-interval", default=1, type=int, metavar="N",
+        help="full-frame face detection every N frames per stream; in between, each known face is re-found "
+             "in a region around it (cheaper; a new face is found up to N-1 frames late). Default "
+             "%(default)s = every frame; `emostream bench --detect-interval N` measures what it changes")
 
 
 @dataclass(frozen=True)

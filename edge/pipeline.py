@@ -16,6 +16,7 @@ import numpy as np
 
 from emostream.edge.face_batch import FaceBatch
 from emostream.edge.faces import FaceDetector, Faces, align_faces
+from emostream.edge.interval import IntervalDetector
 from emostream.edge.timing import StageTimer
 from emostream.engines.emotion import EmotionEngine
 from emostream.engines.emotion.valence_arousal import valence_arousal
@@ -48,10 +49,13 @@ class FrameAnalyzer:
     the per-call overhead of ONNX Runtime or TensorRT is paid once per step, not once per stream.
     """
 
-    def __init__(self, detector: FaceDetector, engine: EmotionEngine, timer: StageTimer | None = None) -> None:
+    def __init__(self, detector: FaceDetector, engine: EmotionEngine, timer: StageTimer | None = None,
+                 detect_interval: int = 1) -> None:
         self.detector = detector
         self.engine = engine
         self.timer = timer or StageTimer()
+        #: Full-frame detection every N frames per stream (:mod:`edge.interval`); 1 = every frame.
+        self.interval = IntervalDetector(detector, detect_interval)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -71,7 +75,7 @@ class FrameAnalyzer:
         t_detect = t_align = 0.0
         for frame in frames:
             t0 = time.perf_counter()
-            faces = self.detector.detect(frame.image)
+            faces = self.interval.detect(frame.image, frame.stream, frame.index)
             t1 = time.perf_counter()
             crops = align_faces(frame.image, faces, size=size, gray=True)
             t2 = time.perf_counter()
@@ -106,5 +110,6 @@ class FrameAnalyzer:
         return results
 
     def close(self) -> None:
+        self.interval.close()
         self.detector.close()
         self.engine.close()
