@@ -1,9 +1,10 @@
 """BlazeFace's own ``.tflite`` weights run directly on the TFLite interpreter, decoded as MediaPipe does.
 
 Why: MediaPipe's graphs cost far more than the networks inside them. On the 2-core AMD EPYC of the
-README, full range through ``solutions.face_detection`` took ~12 ms per 640x360 frame and short range
-through the Tasks API ~2.3 ms, while the same ``.tflite`` files on ``tflite_runtime`` with one XNNPACK
-thread take ~3.4 ms (full) and ~1.0 ms (short) per invoke. The graph also forbids full range in the
+README (another process on one core), full range through ``solutions.face_detection`` took 12.0 ms
+per 640x360 frame and short range through the Tasks API 2.9 ms, while the same ``.tflite`` files here
+took 5.4 and 1.9 ms (measured interleaved, frame by frame; the invoke alone is ~3.4 and ~1.0 ms with
+one XNNPACK thread). The graph also forbids full range in the
 Tasks API (its decoder is fixed to 896 anchors), so running the weights ourselves is what makes full
 range -- the detector that also finds the faces of a room -- affordable as the default.
 

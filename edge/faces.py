@@ -18,22 +18,27 @@ project therefore pins **mediapipe==0.10.21**, whose wheel carries both BlazeFac
   ``mediapipe.python.solutions.face_detection.FaceDetection(model_selection=1)`` graph that 0.10.21
   still ships, so that is the route for ``"full"``. Both routes return the same six keypoints.
 
-Measured on the shared test data (CPU, 2 shared cores; tests/edge/test_faces.py re-measures it):
+Measured on the shared test data (CPU, 2-core AMD EPYC with another process on one core; ms: the
+four routes interleaved frame by frame over 200 Pexels frames, 3 passes, load ~2.5; recall and
+counts are re-measured by tests/edge/test_faces.py and test_blazeface.py):
 
-==========  =====  ===================  ===========  =========  ===================
-model       tiles  PASCAL recall@IoU.5  multi_face   dogs.jpg   ms/detect 640x360
-==========  =====  ===================  ===========  =========  ===================
-short       1      11/43 = 0.26         3 of 5       1 (dog)    ~3.3
-short       2      40/43 = 0.93         5 of 5       4 (dogs)   ~25
-full        1      41/43 = 0.95         5 of 5       0          ~12
-full        2      43/43 = 1.00         5 of 5       0          ~45
-==========  =====  ===================  ===========  =========  ===================
+==========  =========  =====  ===================  ===========  ==============
+model       runtime    tiles  PASCAL recall@IoU.5  multi_face   ms/detect 640x360
+==========  =========  =====  ===================  ===========  ==============
+short       mediapipe  1      11/43 = 0.26         3 of 5       2.9
+short       litert     1      10/43 = 0.23         2 of 5       1.9
+short       litert     2      39/43 = 0.91         5 of 5       ~8
+full        mediapipe  1      41/43 = 0.95         5 of 5       12.0
+full        litert     1      42/43 = 0.98         5 of 5       5.4
+==========  =========  =====  ===================  ===========  ==============
 
-(PASCAL: 9 photos, 43 hand-labelled faces of 37-109 px.) The default is ``short`` (``emostream run
---detector``, :class:`FaceDetector`): the product's case is one or a few people within ~2 m of the
-camera, where it finds the faces at a quarter of the cost. ``full`` is the choice for small or far
-faces -- four times the recall of ``short`` on them, no dog faces, and ~12 ms still fits a 30 fps
-budget.
+(PASCAL: 9 photos, 43 hand-labelled faces of 37-109 px.) The default is ``full`` range on the
+``litert`` runtime (:mod:`edge.blazeface`: the same ``.tflite`` on the TFLite interpreter, MediaPipe's
+decoding re-done in numpy) at ``min_score`` 0.55: it finds every face of a group photo and of a room
+as well as the one in front of a kiosk (Pexels clip: 468/472 frames with exactly one face;
+no_face.mp4: 3/95 frames with a weak hit), at 2.2x less than the same model through MediaPipe's
+graph and about 1.9x the old default (short range through the Tasks API). ``short`` stays for a
+kiosk on a tight budget.
 
 ``tiles`` (default 1 = off) additionally runs the detector on a grid of ``tiles x tiles``
 overlapping sub-images and merges everything with NMS: small faces become large in the model's
@@ -75,7 +80,7 @@ KEYPOINT_NAMES: tuple[str, ...] = (
 )
 MODELS: tuple[str, ...] = ("short", "full")
 #: How the BlazeFace weights are executed: ``litert`` = the ``.tflite`` on the TFLite interpreter with
-#: MediaPipe's decoding re-done in numpy (:mod:`edge.blazeface`, the default: 3-4x cheaper for full
+#: MediaPipe's decoding re-done in numpy (:mod:`edge.blazeface`, the default: 2.2x cheaper for full
 #: range); ``mediapipe`` = MediaPipe's own graphs (Tasks API for short, ``solutions`` for full).
 RUNTIMES: tuple[str, ...] = ("litert", "mediapipe")
 DEFAULT_MODEL = "full"
