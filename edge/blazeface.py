@@ -1,10 +1,10 @@
 """BlazeFace's own ``.tflite`` weights run directly on the TFLite interpreter, decoded as MediaPipe does.
 
 Why: MediaPipe's graphs cost far more than the networks inside them. On the 2-core AMD EPYC of the
-README (another process on one core), full range through ``solutions.face_detection`` took 12.0 ms
-per 640x360 frame and short range through the Tasks API 2.9 ms, while the same ``.tflite`` files here
-took 5.4 and 1.9 ms (measured interleaved, frame by frame; the invoke alone is ~3.4 and ~1.0 ms with
-one XNNPACK thread). The graph also forbids full range in the
+README (other processes on both cores, load ~4.5), full range through ``solutions.face_detection`` took
+11.6 ms per 640x360 frame and short range through the Tasks API 2.3 ms, while the same ``.tflite``
+files here took 6.8 and 2.1 ms (medians of 5 alternating passes; the invoke alone is ~3.4 and ~1.0 ms
+with one XNNPACK thread on a quieter machine). The graph also forbids full range in the
 Tasks API (its decoder is fixed to 896 anchors), so running the weights ourselves is what makes full
 range -- the detector that also finds the faces of a room -- affordable as the default.
 
@@ -72,14 +72,14 @@ def ssd_anchors(spec: ModelSpec) -> np.ndarray:
 def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float, float, float]:
     """``size`` x ``size`` float32 input in [-1, 1], plus (scale, pad_x, pad_y) to map back to pixels.
 
-    INTER_AREA for a downscale (the usual case: no aliasing on 640x360 -> 192x108), linear for an
-    upscale. The padding is zero in the model's range, as MediaPipe's BORDER_ZERO tensor border.
+    Bilinear, as MediaPipe's own image-to-tensor warp: INTER_AREA was tried and costs 1.4-2 ms for
+    640x360 -> 192x108 (a non-integer factor) against 0.1 ms, for no better agreement with MediaPipe's
+    results. The padding is zero in the model's range, as MediaPipe's BORDER_ZERO tensor border.
     """
     h, w = rgb.shape[:2]
     scale = size / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
     out = np.zeros((size, size, 3), np.float32)
     px, py = (size - nw) // 2, (size - nh) // 2
     out[py:py + nh, px:px + nw] = small.astype(np.float32) * (2.0 / 255.0) - 1.0

@@ -117,7 +117,7 @@ class DetectorOptions:
     detector_runtime: str = option(
         "--detector-runtime", default="litert", choices=DETECTOR_RUNTIMES,
         help="how BlazeFace runs: litert (its .tflite on the TFLite interpreter, default) or mediapipe "
-             "(MediaPipe's own graphs, ~2x slower here)")
+             "(MediaPipe's own graphs, ~1.7x slower here)")
     detect_interval: int = option(
         "--detect-interval", default=1, type=int, metavar="N",
         help="full-frame face detection every N frames per stream; in between, each known face is re-found "

@@ -18,26 +18,27 @@ project therefore pins **mediapipe==0.10.21**, whose wheel carries both BlazeFac
   ``mediapipe.python.solutions.face_detection.FaceDetection(model_selection=1)`` graph that 0.10.21
   still ships, so that is the route for ``"full"``. Both routes return the same six keypoints.
 
-Measured on the shared test data (CPU, 2-core AMD EPYC with another process on one core; ms: the
-four routes interleaved frame by frame over 200 Pexels frames, 3 passes, load ~2.5; recall and
-counts are re-measured by tests/edge/test_faces.py and test_blazeface.py):
+Measured on the shared test data (CPU, 2-core AMD EPYC with another process on one core; ms: median
+of 5 passes over 200 Pexels frames, the four routes taking turns, load average ~4.5 -- noisy, full
+range on litert ranged 6.1-12.7; recall and counts are re-measured by tests/edge/test_faces.py and
+test_blazeface.py):
 
 ==========  =========  =====  ===================  ===========  ==============
 model       runtime    tiles  PASCAL recall@IoU.5  multi_face   ms/detect 640x360
 ==========  =========  =====  ===================  ===========  ==============
-short       mediapipe  1      11/43 = 0.26         3 of 5       2.9
-short       litert     1      10/43 = 0.23         2 of 5       1.9
-short       litert     2      39/43 = 0.91         5 of 5       ~8
-full        mediapipe  1      41/43 = 0.95         5 of 5       12.0
-full        litert     1      42/43 = 0.98         5 of 5       5.4
+short       mediapipe  1      11/43 = 0.26         3 of 5       2.3
+short       litert     1      10/43 = 0.23         2 of 5       2.1
+short       litert     2      39/43 = 0.91         5 of 5       ~10
+full        mediapipe  1      41/43 = 0.95         5 of 5       11.6
+full        litert     1      43/43 = 1.00         5 of 5       6.8
 ==========  =========  =====  ===================  ===========  ==============
 
 (PASCAL: 9 photos, 43 hand-labelled faces of 37-109 px.) The default is ``full`` range on the
 ``litert`` runtime (:mod:`edge.blazeface`: the same ``.tflite`` on the TFLite interpreter, MediaPipe's
 decoding re-done in numpy) at ``min_score`` 0.55: it finds every face of a group photo and of a room
-as well as the one in front of a kiosk (Pexels clip: 468/472 frames with exactly one face;
-no_face.mp4: 3/95 frames with a weak hit), at 2.2x less than the same model through MediaPipe's
-graph and about 1.9x the old default (short range through the Tasks API). ``short`` stays for a
+as well as the one in front of a kiosk (Pexels clip: 463/472 frames with exactly one face;
+no_face.mp4: 3/95 frames with a weak hit), at 1.7x less than the same model through MediaPipe's
+graph and about 3x the old default (short range through the Tasks API). ``short`` stays for a
 kiosk on a tight budget.
 
 ``tiles`` (default 1 = off) additionally runs the detector on a grid of ``tiles x tiles``
@@ -80,14 +81,14 @@ KEYPOINT_NAMES: tuple[str, ...] = (
 )
 MODELS: tuple[str, ...] = ("short", "full")
 #: How the BlazeFace weights are executed: ``litert`` = the ``.tflite`` on the TFLite interpreter with
-#: MediaPipe's decoding re-done in numpy (:mod:`edge.blazeface`, the default: 2.2x cheaper for full
+#: MediaPipe's decoding re-done in numpy (:mod:`edge.blazeface`, the default: ~1.7x cheaper for full
 #: range); ``mediapipe`` = MediaPipe's own graphs (Tasks API for short, ``solutions`` for full).
 RUNTIMES: tuple[str, ...] = ("litert", "mediapipe")
 DEFAULT_MODEL = "full"
 DEFAULT_RUNTIME = "litert"
 #: Default detection threshold. 0.55, not MediaPipe's 0.5: full range on the TFLite route scores a few
-#: frames of no_face.mp4's animated title at 0.50-0.59 (8 of 95 frames at 0.5, 3 at 0.55), while the
-#: Pexels face keeps 468/472 one-face frames and the PASCAL recall stays 42/43.
+#: frames of no_face.mp4's animated title at 0.50-0.58 (6 of 95 frames at 0.5, 3 at 0.55), while the
+#: Pexels face keeps 463/472 one-face frames (465 at 0.5) and the PASCAL recall stays 43/43.
 DEFAULT_MIN_SCORE = 0.55
 
 # Alignment template, measured (not guessed): BlazeFace short-range keypoints on 645 FER2013 training

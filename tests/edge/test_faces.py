@@ -121,7 +121,7 @@ def _recall(det: FaceDetector, data_file) -> tuple[int, int]:
 def test_recall_on_hand_labelled_pascal_faces(data_file, model: str, tiles: int, floor: float) -> None:
     """Recall at IoU >= 0.5 over the 43 hand boxes (9 PASCAL photos, faces 37-109 px).
 
-    Measured on the TFLite route (the default runtime): full 42/43 = 0.98 (default), short 10/43 = 0.23
+    Measured on the TFLite route (the default runtime): full 43/43 = 1.00 (default), short 10/43 = 0.23
     (its 128 px input loses the small faces), short with tiles=2 39/43 = 0.91. MediaPipe's graphs:
     41/43, 11/43, 40/43. Floors sit ~0.1 below; hand boxes are looser than
     BlazeFace boxes, median IoU of matched pairs is ~0.7-0.8.
@@ -191,8 +191,8 @@ def test_default_detector_serves_kiosks_and_rooms(data_file) -> None:
     """The issue-11 targets, with FaceDetector() exactly as `emostream run` builds it by default.
 
     Measured (full range on the TFLite interpreter, min score 0.55): 5/5 in multi_face.jpg, PASCAL
-    recall 42/43, Pexels 468/472 frames with exactly one face (the rest: none), no_face.mp4 3/95
-    frames with a weak hit (<= 0.59). The old default (short range through the Tasks API) gave 3/5,
+    recall 43/43, Pexels 463/472 frames with exactly one face, no_face.mp4 3/95 frames with a weak
+    hit (<= 0.58). The old default (short range through the Tasks API) gave 3/5,
     11/43, 472/472, 4/95.
     """
     with FaceDetector() as det:
