@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -90,30 +91,39 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: runtime's)")
     ap.add_argument("--sequential", action="store_true", help="also run without the overlapped front thread")
     ap.add_argument("--detect-interval", type=int, default=1, help="full detection every N frames (default 1)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat every configuration; median and range")
     args = ap.parse_args()
     if not Path(args.clip).is_file():
         print(f"multistream_bench: clip not found: {args.clip} (set EMOSTREAM_DATA)", file=sys.stderr)
         return 2
     rows = []
-    for overlap in (True, False) if args.sequential else (True,):
-        for n in args.streams:
-            print(f"  {n} stream(s), overlap {overlap}...", file=sys.stderr, flush=True)
-            rows.append(bench(args.clip, n, args.frames, args.overlay, args.threads, overlap, args.detect_interval))
+    for rnd in range(args.rounds):  # rounds interleave the configurations: a load change hits them all
+        for overlap in (True, False) if args.sequential else (True,):
+            for n in args.streams:
+                print(f"  round {rnd + 1}: {n} stream(s), overlap {overlap}...", file=sys.stderr, flush=True)
+                rows.append(bench(args.clip, n, args.frames, args.overlay, args.threads, overlap,
+                                  args.detect_interval))
     alone = next((r["meanings"]["s0"] for r in rows if r["streams"] == 1 and r["overlap"]), None)
-    print(f"\nclip {Path(args.clip).name}, {args.frames} frames/stream, cpus {os.cpu_count()}, "
-          f"load avg {os.getloadavg()[0]:.1f}, overlay {'on' if args.overlay else 'off'}, "
+    print(f"\nclip {Path(args.clip).name}, {args.frames} frames/stream, {args.rounds} round(s), cpus "
+          f"{os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}, overlay {'on' if args.overlay else 'off'}, "
           f"detect interval {args.detect_interval}\n")
-    print("| streams | overlap | frames | wall s | aggregate fps | vs 1 stream | per-stream fps | detect ms/frame "
-          "| infer ms/frame | infer calls | all frames | same as alone |")
-    print("|---:|:--|---:|---:|---:|---:|---:|---:|---:|---:|:--|:--|")
-    for r in rows:
-        one = next(x for x in rows if x["streams"] == min(args.streams) and x["overlap"] == r["overlap"])
-        per = " / ".join(f"{v:.1f}" for v in r["per_stream_fps"])
-        same = "n/a" if alone is None else "yes" if all(m == alone for m in r["meanings"].values()) else "NO"
-        print(f"| {r['streams']} | {'yes' if r['overlap'] else 'no'} | {r['frames']} | {r['wall_s']:.1f} | "
-              f"{r['aggregate_fps']:.1f} | {r['aggregate_fps'] / one['aggregate_fps']:.2f}x | {per} | "
-              f"{r['detect_ms']:.1f} | {r['infer_ms']:.2f} | {r['infer_calls']} | "
-              f"{'yes' if r['complete'] else 'NO'} | {same} |")
+    print("| streams | overlap | frames | aggregate fps median (range) | vs 1 stream | per-stream fps | "
+          "detect ms/frame | infer ms/frame | infer calls | all frames | same as alone |")
+    print("|---:|:--|---:|---:|---:|---:|---:|---:|---:|:--|:--|")
+    for overlap in (True, False) if args.sequential else (True,):
+        one = statistics.median(x["aggregate_fps"] for x in rows
+                                if x["streams"] == min(args.streams) and x["overlap"] == overlap)
+        for n in args.streams:
+            rs = [r for r in rows if r["streams"] == n and r["overlap"] == overlap]
+            agg = [r["aggregate_fps"] for r in rs]
+            med = statistics.median(agg)
+            same = "n/a" if alone is None else "yes" if all(
+                m == alone for r in rs for m in r["meanings"].values()) else "NO"
+            print(f"| {n} | {'yes' if overlap else 'no'} | {rs[0]['frames']} | "
+                  f"{med:.1f} ({min(agg):.1f}-{max(agg):.1f}) | {med / one:.2f}x | {med / n:.1f} | "
+                  f"{statistics.median(r['detect_ms'] for r in rs):.1f} | "
+                  f"{statistics.median(r['infer_ms'] for r in rs):.2f} | {rs[0]['infer_calls']} | "
+                  f"{'yes' if all(r['complete'] for r in rs) else 'NO'} | {same} |")
     return 0
 
 
