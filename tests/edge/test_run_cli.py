@@ -152,3 +152,14 @@ def test_run_says_which_engine_auto_chose_and_why(data_file):
     line = next(x for x in proc.stderr.splitlines() if x.startswith("emostream: engine "))
     # No TensorRT on this machine: auto must fall back to ONNX Runtime and say what was missing.
     assert line.startswith("emostream: engine onnxruntime (auto: ") and "tensorrt" in line, line
+
+
+@pytest.mark.parametrize("detector", ["short", "full"])
+def test_mediapipe_detector_runtime_still_runs_on_the_front_thread(data_file, tmp_path, detector):
+    """MediaPipe's graphs are built on the main thread and used by the detection thread: both routes work."""
+    out = tmp_path / "mp.jsonl"
+    proc = emostream("run", str(data_file("video/single_face.mp4")), "--detector", detector,
+                     "--detector-runtime", "mediapipe", "-o", str(out), "-q", "--reasoner", "none")
+    assert proc.returncode == 0, proc.stderr
+    recs = records(out)
+    assert len(recs) == 72 and sum(len(r["faces"]) == 1 for r in recs) >= 70
