@@ -1,18 +1,18 @@
 """Frames/s with 1, 2 and 4 concurrent streams in one process (the ``emostream run SRC1 SRC2 …`` path).
 
 Everything is the product's own code path: GStreamer decoding in one reader thread per stream,
-MediaPipe BlazeFace (short range) per frame, one batched ONNX Runtime call per step for all streams'
-faces, ByteTrack + smoothing + events per stream, records serialised to JSON (into /dev/null). Files
-are read as fast as the analyzer takes them (no real-time pacing); each stream is the same clip under
-its own stream id, so every stream has the same work.
+BlazeFace (the default detector: full range on the TFLite interpreter) on a front thread, one batched
+ONNX Runtime call per step for all streams' faces, ByteTrack + smoothing + events per stream, records
+serialised to JSON (into /dev/null). Files are read as fast as the analyzer takes them (no real-time
+pacing); each stream is the same clip under its own stream id, so every stream has the same work.
 
     nice -n 10 .venv/bin/python benchmarks/multistream_bench.py [--streams 1 2 4] [--frames 240]
-        [--clip PATH] [--overlay]
+        [--clip PATH] [--overlay] [--sequential] [--detect-interval N]
 
 Reports aggregate fps (all streams' frames / wall time) and per-stream fps (frames of one stream / wall
-time), plus detector / inference ms per frame. On a small CPU box the detector dominates, so the
-aggregate stays roughly flat and per-stream fps divides by the stream count; batching across streams
-shows up as inference ms per frame falling with more streams.
+time), detector / inference ms per frame, whether any frame was lost, and whether each stream's
+records mean the same as the 1-stream run's (box to 1 px, label, track, smoothed label).
+``--sequential`` adds rows with the detection half on the main thread (no overlap), the baseline.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -41,22 +42,36 @@ def default_clip() -> Path:
     return data / "video" / "WolfgangLanger_Pexels.mp4"
 
 
-def bench(clip: str, n_streams: int, frames: int, overlay: bool, threads: int | None) -> dict:
+def bench(clip: str, n_streams: int, frames: int, overlay: bool, threads: int | None, overlap: bool = True,
+          interval: int = 1) -> dict:
     timer = StageTimer()
-    analyzer = FrameAnalyzer(FaceDetector(), load_engine("onnxruntime", DEFAULT_MODEL, threads=threads), timer)
+    analyzer = FrameAnalyzer(FaceDetector(), load_engine("onnxruntime", DEFAULT_MODEL, threads=threads), timer,
+                             detect_interval=interval)
     sink = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    meanings: dict[str, list] = {f"s{i}": [] for i in range(n_streams)}
+
+    def write(rec: dict) -> None:
+        sink.write(json.dumps(rec) + "\n")
+        if rec.get("type") == "frame":
+            meanings[rec["stream"]].append((rec["frame"], tuple(
+                (tuple(round(v) for v in f["box"]), f["label"], f["track"], f["smoothed_label"])
+                for f in rec["faces"])))
+
     with tempfile.TemporaryDirectory() as tmp:
         overlays = [str(Path(tmp) / f"ov{i}.mp4") for i in range(n_streams)] if overlay else None
         sources = [open_source(clip, stream=f"s{i}") for i in range(n_streams)]
         start = time.perf_counter()
-        results = run_streams(analyzer, sources, lambda r: sink.write(json.dumps(r) + "\n"),
-                              overlays=overlays, max_frames=frames)
+        results = run_streams(analyzer, sources, write, overlays=overlays, max_frames=frames, overlap=overlap)
         wall = time.perf_counter() - start
     sink.close()
     analyzer.close()
     total = sum(r.frames for r in results)
     return {
         "streams": n_streams,
+        "overlap": overlap,
+        "meanings": meanings,
+        "complete": all(m and [f for f, _ in m] == list(range(len(m))) and len(m) == min(frames, r.frames)
+                        for m, r in zip(meanings.values(), results)),
         "frames": total,
         "wall_s": wall,
         "aggregate_fps": total / wall,
@@ -74,23 +89,41 @@ def main() -> int:
     ap.add_argument("--clip", default=str(default_clip()))
     ap.add_argument("--overlay", action="store_true", help="also encode an annotated mp4 per stream")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: runtime's)")
+    ap.add_argument("--sequential", action="store_true", help="also run without the overlapped front thread")
+    ap.add_argument("--detect-interval", type=int, default=1, help="full detection every N frames (default 1)")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat every configuration; median and range")
     args = ap.parse_args()
     if not Path(args.clip).is_file():
         print(f"multistream_bench: clip not found: {args.clip} (set EMOSTREAM_DATA)", file=sys.stderr)
         return 2
     rows = []
-    for n in args.streams:
-        print(f"  {n} stream(s)...", file=sys.stderr, flush=True)
-        rows.append(bench(args.clip, n, args.frames, args.overlay, args.threads))
-    print(f"\nclip {Path(args.clip).name}, {args.frames} frames/stream, cpus {os.cpu_count()}, "
-          f"load avg {os.getloadavg()[0]:.1f}, overlay {'on' if args.overlay else 'off'}\n")
-    print("| streams | frames | wall s | aggregate fps | per-stream fps | detect ms/frame | infer ms/frame "
-          "| infer calls |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        per = " / ".join(f"{v:.1f}" for v in r["per_stream_fps"])
-        print(f"| {r['streams']} | {r['frames']} | {r['wall_s']:.1f} | {r['aggregate_fps']:.1f} | {per} | "
-              f"{r['detect_ms']:.1f} | {r['infer_ms']:.2f} | {r['infer_calls']} |")
+    for rnd in range(args.rounds):  # rounds interleave the configurations: a load change hits them all
+        for overlap in (True, False) if args.sequential else (True,):
+            for n in args.streams:
+                print(f"  round {rnd + 1}: {n} stream(s), overlap {overlap}...", file=sys.stderr, flush=True)
+                rows.append(bench(args.clip, n, args.frames, args.overlay, args.threads, overlap,
+                                  args.detect_interval))
+    alone = next((r["meanings"]["s0"] for r in rows if r["streams"] == 1 and r["overlap"]), None)
+    print(f"\nclip {Path(args.clip).name}, {args.frames} frames/stream, {args.rounds} round(s), cpus "
+          f"{os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}, overlay {'on' if args.overlay else 'off'}, "
+          f"detect interval {args.detect_interval}\n")
+    print("| streams | overlap | frames | aggregate fps median (range) | vs 1 stream | per-stream fps | "
+          "detect ms/frame | infer ms/frame | infer calls | all frames | same as alone |")
+    print("|---:|:--|---:|---:|---:|---:|---:|---:|---:|:--|:--|")
+    for overlap in (True, False) if args.sequential else (True,):
+        one = statistics.median(x["aggregate_fps"] for x in rows
+                                if x["streams"] == min(args.streams) and x["overlap"] == overlap)
+        for n in args.streams:
+            rs = [r for r in rows if r["streams"] == n and r["overlap"] == overlap]
+            agg = [r["aggregate_fps"] for r in rs]
+            med = statistics.median(agg)
+            same = "n/a" if alone is None else "yes" if all(
+                m == alone for r in rs for m in r["meanings"].values()) else "NO"
+            print(f"| {n} | {'yes' if overlap else 'no'} | {rs[0]['frames']} | "
+                  f"{med:.1f} ({min(agg):.1f}-{max(agg):.1f}) | {med / one:.2f}x | {med / n:.1f} | "
+                  f"{statistics.median(r['detect_ms'] for r in rs):.1f} | "
+                  f"{statistics.median(r['infer_ms'] for r in rs):.2f} | {rs[0]['infer_calls']} | "
+                  f"{'yes' if all(r['complete'] for r in rs) else 'NO'} | {same} |")
     return 0
 
 

@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 ENGINES = ("auto", "onnxruntime", "torch", "tensorrt")
-DETECTORS = ("short", "full")
+DETECTORS = ("full", "short")
+DETECTOR_RUNTIMES = ("litert", "mediapipe")
 
 T = TypeVar("T")
 
@@ -104,12 +105,24 @@ class EngineOptions:
 
 @dataclass(frozen=True)
 class DetectorOptions:
-    """Face detector flags shared by run, eval and bench. The default is ``short`` (see edge/faces.py)."""
+    """Face detector flags shared by run, eval and bench. The default is ``full`` range on the TFLite
+    interpreter: it finds the faces of a room as well as the one at a kiosk (see edge/faces.py). The
+    defaults are literals (checked against edge/faces.py by tests) so the parser never imports mediapipe."""
 
-    detector: str = option("--detector", default="short", choices=DETECTORS,
-                           help="BlazeFace model: short range (faces within ~2 m, default) or full range")
-    min_score: float = option("--min-score", default=0.5, type=float,
+    detector: str = option("--detector", default="full", choices=DETECTORS,
+                           help="BlazeFace model: full range (faces near and far, default) or short range "
+                                "(faces within ~2 m only, cheaper)")
+    min_score: float = option("--min-score", default=0.55, type=float,
                               help="face detection threshold (default %(default)s)")
+    detector_runtime: str = option(
+        "--detector-runtime", default="litert", choices=DETECTOR_RUNTIMES,
+        help="how BlazeFace runs: litert (its .tflite on the TFLite interpreter, default) or mediapipe "
+             "(MediaPipe's own graphs, ~1.7x slower here)")
+    detect_interval: int = option(
+        "--detect-interval", default=1, type=int, metavar="N",
+        help="full-frame face detection every N frames per stream; in between, each known face is re-found "
+             "in a region around it (cheaper; a new face is found up to N-1 frames late). Default "
+             "%(default)s = every frame; `emostream bench --detect-interval N` measures what it changes")
 
 
 @dataclass(frozen=True)

@@ -18,22 +18,28 @@ project therefore pins **mediapipe==0.10.21**, whose wheel carries both BlazeFac
   ``mediapipe.python.solutions.face_detection.FaceDetection(model_selection=1)`` graph that 0.10.21
   still ships, so that is the route for ``"full"``. Both routes return the same six keypoints.
 
-Measured on the shared test data (CPU, 2 shared cores; tests/edge/test_faces.py re-measures it):
+Measured on the shared test data (CPU, 2-core AMD EPYC with another process on one core; ms: median
+of 5 passes over 200 Pexels frames, the four routes taking turns, load average ~4.5 -- noisy, full
+range on litert ranged 6.1-12.7; recall and counts are re-measured by tests/edge/test_faces.py and
+test_blazeface.py):
 
-==========  =====  ===================  ===========  =========  ===================
-model       tiles  PASCAL recall@IoU.5  multi_face   dogs.jpg   ms/detect 640x360
-==========  =====  ===================  ===========  =========  ===================
-short       1      11/43 = 0.26         3 of 5       1 (dog)    ~3.3
-short       2      40/43 = 0.93         5 of 5       4 (dogs)   ~25
-full        1      41/43 = 0.95         5 of 5       0          ~12
-full        2      43/43 = 1.00         5 of 5       0          ~45
-==========  =====  ===================  ===========  =========  ===================
+==========  =========  =====  ===================  ===========  ==============
+model       runtime    tiles  PASCAL recall@IoU.5  multi_face   ms/detect 640x360
+==========  =========  =====  ===================  ===========  ==============
+short       mediapipe  1      11/43 = 0.26         3 of 5       2.3
+short       litert     1      10/43 = 0.23         2 of 5       2.1
+short       litert     2      39/43 = 0.91         5 of 5       ~10
+full        mediapipe  1      41/43 = 0.95         5 of 5       11.6
+full        litert     1      43/43 = 1.00         5 of 5       6.8
+==========  =========  =====  ===================  ===========  ==============
 
-(PASCAL: 9 photos, 43 hand-labelled faces of 37-109 px.) The default is ``short`` (``emostream run
---detector``, :class:`FaceDetector`): the product's case is one or a few people within ~2 m of the
-camera, where it finds the faces at a quarter of the cost. ``full`` is the choice for small or far
-faces -- four times the recall of ``short`` on them, no dog faces, and ~12 ms still fits a 30 fps
-budget.
+(PASCAL: 9 photos, 43 hand-labelled faces of 37-109 px.) The default is ``full`` range on the
+``litert`` runtime (:mod:`edge.blazeface`: the same ``.tflite`` on the TFLite interpreter, MediaPipe's
+decoding re-done in numpy) at ``min_score`` 0.55: it finds every face of a group photo and of a room
+as well as the one in front of a kiosk (Pexels clip: 463/472 frames with exactly one face;
+no_face.mp4: 3/95 frames with a weak hit), at 1.7x less than the same model through MediaPipe's
+graph and about 3x the old default (short range through the Tasks API). ``short`` stays for a
+kiosk on a tight budget.
 
 ``tiles`` (default 1 = off) additionally runs the detector on a grid of ``tiles x tiles``
 overlapping sub-images and merges everything with NMS: small faces become large in the model's
@@ -74,6 +80,16 @@ KEYPOINT_NAMES: tuple[str, ...] = (
     "right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear",
 )
 MODELS: tuple[str, ...] = ("short", "full")
+#: How the BlazeFace weights are executed: ``litert`` = the ``.tflite`` on the TFLite interpreter with
+#: MediaPipe's decoding re-done in numpy (:mod:`edge.blazeface`, the default: ~1.7x cheaper for full
+#: range); ``mediapipe`` = MediaPipe's own graphs (Tasks API for short, ``solutions`` for full).
+RUNTIMES: tuple[str, ...] = ("litert", "mediapipe")
+DEFAULT_MODEL = "full"
+DEFAULT_RUNTIME = "litert"
+#: Default detection threshold. 0.55, not MediaPipe's 0.5: full range on the TFLite route scores a few
+#: frames of no_face.mp4's animated title at 0.50-0.58 (6 of 95 frames at 0.5, 3 at 0.55), while the
+#: Pexels face keeps 463/472 one-face frames (465 at 0.5) and the PASCAL recall stays 43/43.
+DEFAULT_MIN_SCORE = 0.55
 
 # Alignment template, measured (not guessed): BlazeFace short-range keypoints on 645 FER2013 training
 # crops (every 40th file, upscaled to 192 px and padded so the detector sees them), medians in crop
@@ -174,10 +190,12 @@ class FaceDetector:
     overlapping sub-image passes for small faces (see module docstring for cost and recall).
     """
 
-    def __init__(self, model: str = "short", min_score: float = 0.5, max_faces: int | None = None,
-                 tiles: int = 1) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, min_score: float = DEFAULT_MIN_SCORE, max_faces: int | None = None,
+                 tiles: int = 1, runtime: str = DEFAULT_RUNTIME) -> None:
         if model not in MODELS:
             raise FaceDetectorError(f"unknown face model {model!r}; choose one of {', '.join(MODELS)}")
+        if runtime not in RUNTIMES:
+            raise FaceDetectorError(f"unknown detector runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         if not 0.0 <= min_score <= 1.0:
             raise FaceDetectorError(f"min_score must be within [0, 1], got {min_score}")
         if max_faces is not None and max_faces < 1:
@@ -188,9 +206,13 @@ class FaceDetector:
         self.min_score = float(min_score)
         self.max_faces = max_faces
         self.tiles = tiles
+        self.runtime = runtime
         self._impl: Any = None
         with _native_stderr_silenced():
-            self._impl = _TasksShortRange(min_score) if model == "short" else _LegacyFullRange(min_score)
+            if runtime == "litert":
+                self._impl = _litert(model, min_score)
+            else:
+                self._impl = _TasksShortRange(min_score) if model == "short" else _LegacyFullRange(min_score)
             # MediaPipe/TFLite print their start-up chatter (EGL, XNNPACK, feedback tensors) from C++
             # straight to fd 2, on the first inference; one warm-up call keeps it out of the user's
             # terminal and logs. Failures still surface as Python exceptions.
@@ -244,6 +266,19 @@ class FaceDetector:
             self.close()
         except Exception:
             pass
+
+
+def _litert(model: str, min_score: float) -> Any:
+    """The ``.tflite`` on the TFLite interpreter (:mod:`edge.blazeface`); a clear error without it."""
+    try:
+        from emostream.edge.blazeface import TFLiteBlazeFace
+        return TFLiteBlazeFace(model, model_path(model), min_score)
+    except ImportError as exc:
+        raise FaceDetectorError(
+            f"detector runtime 'litert' needs tflite-runtime (pip install 'tflite-runtime>=2.14,<2.15'): {exc}; "
+            "or choose --detector-runtime mediapipe") from exc
+    except (ValueError, RuntimeError) as exc:
+        raise FaceDetectorError(f"cannot load the {model}-range face model on TFLite: {exc}") from exc
 
 
 class _TasksShortRange:

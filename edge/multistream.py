@@ -6,9 +6,12 @@ Shape of the loop, and why:
   the copy into numpy) into a tiny per-stream buffer. A live source keeps only its *newest* frame
   (older ones are dropped and counted), so a slow step never builds lag; a file blocks its reader
   until the frame is taken, so every frame of a file is analysed.
-* The main thread takes **one frame from every stream that has one** and hands them to
-  :meth:`FrameAnalyzer.analyze_many`, which runs the emotion engine once for all faces of all
-  streams -- the engine's per-call overhead is paid once per step, not once per stream.
+* A **front thread** takes **one frame from every stream that has one** (a *step*), detects and aligns
+  their faces (:meth:`FrameAnalyzer.prepare`) and queues the step (at most ``_PIPELINE_AHEAD`` deep);
+  the main thread runs the emotion engine once for all faces of the step
+  (:meth:`FrameAnalyzer.complete`: the engine's per-call overhead is paid once per step, not once per
+  stream), then the trackers and sinks. The two halves overlap on two cores; ``overlap=False`` runs
+  them one after the other on the main thread (the benchmark's baseline). Same records either way.
 * Each stream then has its own :class:`~emostream.edge.track.StreamProcessor`: its own ByteTrack
   tracker (ids are per stream) and :class:`~emostream.edge.track.Track` objects (smoother, events,
   keyframe state). Streams share only the keyframe budget, so a stream's records are the same
@@ -18,7 +21,8 @@ Shape of the loop, and why:
 * A stream that ends or fails ends alone: its open tracks get their ``track_end`` (reason
   ``end_of_stream`` or ``source_error``), the others go on, and the failure is reported at the end.
 * A stop request (``should_stop``: SIGINT/SIGTERM, see :mod:`edge.shutdown`) is honoured between
-  steps, never inside one: every frame already taken is analysed and written with its events, then
+  steps, never inside one: every frame already taken (queued steps included) is analysed and written
+  with its events, then
   all streams end with reason ``interrupted`` and their overlays are finished. Stopping mid-step
   would leave e.g. a frame record without the events it caused.
 
@@ -28,6 +32,7 @@ Nothing here imports torch; the engine behind the analyzer is whatever ``load_en
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 from emostream.edge.events import EventConfig
 from emostream.edge.keyframes import KeyframePolicy
 from emostream.edge.metrics import Metrics
-from emostream.edge.pipeline import FrameAnalyzer
+from emostream.edge.pipeline import FrameAnalyzer, Prepared
 from emostream.edge.sinks import CallbackSink, MetricsSink, OverlaySink, RecordSink, Sink
 from emostream.edge.smoothing import SmoothingConfig
 from emostream.edge.track import StreamProcessor, StreamStep
@@ -47,6 +52,11 @@ __all__ = ["StreamConfigError", "StreamProcessor", "StreamResult", "StreamStep",
 
 #: Frames a file reader may decode ahead of the analyzer (bounded memory, overlapped decoding).
 _FILE_AHEAD = 2
+#: Steps detected and aligned ahead of the engine/sinks thread (bounded: at most this many steps of
+#: frames sit between the two halves, so memory and added latency stay small).
+_PIPELINE_AHEAD = 2
+#: Frame latencies kept per stream (StreamResult.latency_s).
+LATENCY_WINDOW = 20000
 
 
 class StreamConfigError(Exception):
@@ -66,7 +76,8 @@ class _Reader(threading.Thread):
         self.cond = cond
         self.latest_only = source.latest_only
         self.max_frames = max_frames
-        self.buf: collections.deque[Frame] = collections.deque()
+        #: (frame, arrival time on time.perf_counter()) -- the arrival is when the frame left the source.
+        self.buf: collections.deque[tuple[Frame, float]] = collections.deque()
         self.done = False  # no more frames will come (end, error, stop or max_frames reached)
         self.error: str | None = None
         self.dropped = 0  # live frames replaced in the buffer before the main loop took them
@@ -79,6 +90,7 @@ class _Reader(threading.Thread):
                 frame = self.source.read()
                 if frame is None:
                     break
+                arrival = time.perf_counter()
                 read += 1
                 with self.cond:
                     if self.latest_only:
@@ -87,7 +99,7 @@ class _Reader(threading.Thread):
                     else:
                         while len(self.buf) >= _FILE_AHEAD and not self.stop.is_set():
                             self.cond.wait(0.5)
-                    self.buf.append(frame)
+                    self.buf.append((frame, arrival))
                     self.cond.notify_all()
         except SourceError as exc:
             self.error = str(exc)
@@ -123,6 +135,9 @@ class StreamResult:
     overlay_frames: int = 0
     live: bool = False
     interrupted: bool = False  # ended by a stop request, not by its source
+    #: Seconds from a frame leaving its source to its step having passed every sink (records written),
+    #: for the last ``LATENCY_WINDOW`` frames (bounded: a run may last for days).
+    latency_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
 
 
 def run_streams(
@@ -140,6 +155,7 @@ def run_streams(
     sinks: Sequence[Sink] = (),
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    overlap: bool = True,
 ) -> list[StreamResult]:
     """Analyse ``sources`` together until all have ended; return one :class:`StreamResult` each.
 
@@ -155,6 +171,11 @@ def run_streams(
     :mod:`edge.shutdown`) ends them the same way and is re-raised. Any other exception (e.g. the
     output cannot be written) still tries to end the tracks and finish the overlays, then propagates
     unchanged: a failure while cleaning up never hides the error that caused it.
+
+    ``overlap`` (default) runs detection and alignment of the next step on a second thread while this
+    thread runs the engine, the trackers and the sinks on the current one (TFLite, OpenCV and ONNX
+    Runtime work outside the GIL); records are the same either way, and sinks still see every step on
+    this thread, in stream order. ``overlap=False`` does both halves here, one after the other.
     """
     ids = [s.stream for s in sources]
     if len(set(ids)) != len(ids):
@@ -175,25 +196,51 @@ def run_streams(
                       [StreamProcessor(s.stream, analyzer.labels, s.fps, tracker, smoothing, events, policy)
                        for s in sources],
                       [StreamResult(s.stream, s.uri, overlay=o, live=s.is_live) for s, o in zip(sources, overlays)],
-                      progress, should_stop).run()
+                      progress, should_stop, overlap).run()
+
+
+_STOP = "stop"  # the front saw a stop request: queued steps are done, the rest end "interrupted"
+_END = "end"  # every stream is drained
+
+
+@dataclass
+class _Work:
+    """One step from the front half: frames taken (with arrival times), their faces, streams now drained."""
+
+    streams: list[int]
+    arrivals: list[float]
+    prepared: Prepared
+    drained: list[int]
+
+
+@dataclass
+class _Failed:
+    """The front half raised: the main thread re-raises it (after the steps queued before it)."""
+
+    error: BaseException
 
 
 class _Scheduler:
-    """Readers in, one batched analysis per step, per-stream processors, sinks out; ends streams once."""
+    """Readers in, a front half (detect + align) and a back half (engine, trackers, sinks); ends streams once."""
 
     def __init__(self, analyzer: FrameAnalyzer, sources: Sequence[VideoSource], sinks: list[Sink],
                  overlays: OverlaySink, metrics: Metrics, max_frames: int | None,
                  procs: list[StreamProcessor], results: list[StreamResult],
-                 progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None) -> None:
+                 progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None,
+                 overlap: bool = True) -> None:
         self.analyzer, self.sources, self.sinks, self.overlays = analyzer, sources, sinks, overlays
         self.metrics, self.max_frames, self.procs, self.results = metrics, max_frames, procs, results
-        self.progress, self.should_stop = progress, should_stop
+        self.progress, self.should_stop, self.overlap = progress, should_stop, overlap
         self.cond = threading.Condition()
         # Files stop reading at max_frames; a live reader replaces unread frames, so the cap is applied
-        # to frames analysed, below.
+        # to frames taken, in the front half.
         self.readers = [_Reader(s, self.cond, None if s.latest_only else max_frames) for s in sources]
-        self.finished = [False] * len(sources)
+        self.finished = [False] * len(sources)  # ended in the sinks (main thread)
+        self.taken_all = [False] * len(sources)  # no more frames will be taken (front half)
+        self.taken_count = [0] * len(sources)
         self.total_frames = self.total_faces = 0
+        self.queue: queue.Queue = queue.Queue(maxsize=_PIPELINE_AHEAD)
+        self.abort = threading.Event()  # the main thread is leaving: the front stops at once
 
     def stopping(self) -> bool:
         return self.should_stop is not None and self.should_stop()
@@ -227,28 +274,68 @@ class _Scheduler:
         self.results[i].dropped = dropped
         self.metrics.dropped_frames(self.procs[i].stream, dropped)
 
-    def take(self) -> tuple[list[tuple[int, Frame]], list[int]]:
+    # ------------------------------------------------------------------ front half
+
+    def take(self) -> tuple[list[tuple[int, Frame, float]], list[int]]:
         """Wait for frames; one from every stream that has one, and the streams that are drained."""
-        readers, finished = self.readers, self.finished
+        readers, done = self.readers, self.taken_all
         with self.cond:
-            while not any(r.buf for r, f in zip(readers, finished) if not f) and not any(
-                    r.drained for r, f in zip(readers, finished) if not f) and not self.stopping():
+            while not any(r.buf for r, d in zip(readers, done) if not d) and not any(
+                    r.drained for r, d in zip(readers, done) if not d) and not self.stopping() \
+                    and not self.abort.is_set():
                 self.cond.wait(0.5)
-            taken = [(i, r.buf.popleft()) for i, r in enumerate(readers) if not finished[i] and r.buf]
-            drained = [i for i, r in enumerate(readers) if not finished[i] and r.drained]
+            taken = [(i, *r.buf.popleft()) for i, r in enumerate(readers) if not done[i] and r.buf]
+            drained = [i for i, r in enumerate(readers) if not done[i] and r.drained]
             self.cond.notify_all()
+        if self.max_frames is not None:
+            for i, _frame, _t in taken:
+                self.taken_count[i] += 1
+                if self.taken_count[i] >= self.max_frames and i not in drained:
+                    self.readers[i].stop.set()
+                    drained.append(i)
+        for i in drained:
+            self.taken_all[i] = True
         return taken, drained
 
-    def step(self, taken: list[tuple[int, Frame]]) -> None:
-        """One batched analysis, then each stream's processor and the sinks, in stream order."""
-        timer = self.analyzer.timer
-        before = dict(timer.totals)
-        batches = self.analyzer.analyze_many([frame for _, frame in taken])
-        for stage, total in timer.totals.items():
-            self.metrics.stage(stage, total - before.get(stage, 0.0))
+    def produce(self) -> _Work | str:
+        """The next step of the front half: frames taken, detected and aligned; or _STOP / _END."""
+        if all(self.taken_all):
+            return _END
+        if self.stopping():
+            return _STOP
+        taken, drained = self.take()
+        prepared = self.analyzer.prepare([frame for _, frame, _ in taken])
+        return _Work([i for i, _, _ in taken], [t for _, _, t in taken], prepared, drained)
+
+    def front(self) -> None:
+        """The front thread: produce steps into the bounded queue until the end, a stop or an error."""
+        try:
+            while not self.abort.is_set():
+                item = self.produce()
+                self.put(item)
+                if not isinstance(item, _Work):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            self.put(_Failed(exc))
+
+    def put(self, item: object) -> None:
+        while not self.abort.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    # ------------------------------------------------------------------ back half
+
+    def step(self, work: _Work) -> None:
+        """One batched engine call, then each stream's processor and the sinks, in stream order."""
+        batches = self.analyzer.complete(work.prepared)
+        for stage, seconds in work.prepared.seconds.items():
+            self.metrics.stage(stage, seconds)
         t_track = 0.0
         t_sinks: dict[int, float] = {}
-        for (i, _frame), batch in zip(taken, batches):
+        for i, arrival, batch in zip(work.streams, work.arrivals, batches):
             t0 = time.perf_counter()
             step = self.procs[i].process(batch)
             t_track += time.perf_counter() - t0
@@ -257,6 +344,9 @@ class _Scheduler:
                 t0 = time.perf_counter()
                 sink.step(step)
                 t_sinks[k] = t_sinks.get(k, 0.0) + time.perf_counter() - t0
+            latency = time.perf_counter() - arrival
+            self.results[i].latency_s.append(latency)
+            self.metrics.stage("frame_latency", latency)
             n_faces = len(batch)
             self.results[i].frames += 1
             self.results[i].faces += n_faces
@@ -268,11 +358,21 @@ class _Scheduler:
             stage = getattr(sink, "stage", None)
             if stage and getattr(sink, "active", True):
                 self.metrics.stage(stage, t_sinks.get(k, 0.0))
-        for i, _frame in taken:
+        for i in work.streams:
             if self.procs[i].stream in self.overlays.errors:
                 self.results[i].error = self.results[i].error or self.overlays.errors[self.procs[i].stream]
         if self.progress is not None:
             self.progress(self.total_frames, self.total_faces)
+
+    def next_item(self, front: threading.Thread | None) -> _Work | _Failed | str:
+        if front is None:
+            return self.produce()
+        while True:
+            try:
+                return self.queue.get(timeout=0.5)
+            except queue.Empty:
+                if not front.is_alive() and self.queue.empty():  # cannot happen unless the thread died hard
+                    return _Failed(RuntimeError("the detection thread ended without a result"))
 
     def run(self) -> list[StreamResult]:
         n = len(self.sources)
@@ -280,25 +380,28 @@ class _Scheduler:
             self.metrics.stream_started(s.stream)
         for r in self.readers:
             r.start()
+        front = threading.Thread(target=self.front, name="detect", daemon=True) if self.overlap else None
+        if front is not None:
+            front.start()
         try:
             while not all(self.finished):
                 t_wait = time.perf_counter()
-                if self.stopping():
+                item = self.next_item(front)
+                self.metrics.stage("wait", time.perf_counter() - t_wait)
+                if isinstance(item, _Failed):
+                    raise item.error
+                if item == _STOP:
                     for i in range(n):
                         if not self.finished[i]:
                             self.record_drops(i)
                             self.end_stream(i, "interrupted")
                     break
-                taken, drained = self.take()
-                self.metrics.stage("wait", time.perf_counter() - t_wait)
-                if taken:
-                    self.step(taken)
-                if self.max_frames is not None:
-                    for i, r in enumerate(self.readers):
-                        if not self.finished[i] and self.results[i].frames >= self.max_frames and i not in drained:
-                            r.stop.set()
-                            drained.append(i)
-                for i in drained:
+                if item == _END:
+                    break
+                assert isinstance(item, _Work)
+                if item.streams:
+                    self.step(item)
+                for i in item.drained:
                     r = self.readers[i]
                     self.record_drops(i)
                     if r.error:
@@ -314,10 +417,13 @@ class _Scheduler:
                         continue
             raise
         finally:
+            self.abort.set()
             for r in self.readers:
                 r.stop.set()
             with self.cond:
                 self.cond.notify_all()
+            if front is not None:
+                front.join(timeout=5.0)
             for r, s in zip(self.readers, self.sources):
                 r.join(timeout=2.0)
                 s.close()

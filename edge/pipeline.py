@@ -8,12 +8,15 @@ where frames come from (``streams/``) or where records go (the CLI). What it ret
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from emostream.edge.face_batch import FaceBatch
 from emostream.edge.faces import FaceDetector, Faces, align_faces
+from emostream.edge.interval import IntervalDetector
 from emostream.edge.timing import StageTimer
 from emostream.engines.emotion import EmotionEngine
 from emostream.engines.emotion.valence_arousal import valence_arousal
@@ -23,6 +26,22 @@ from emostream.streams import Frame
 FrameAnalysis = FaceBatch
 
 
+@dataclass
+class Prepared:
+    """The first half of an analysis (detection and alignment) for a list of frames.
+
+    Split out so the scheduler can run this half on one thread while the engine, trackers and sinks
+    work on the previous frames on another (:mod:`edge.multistream`). ``seconds`` holds this half's
+    per-stage wall time, reported by whoever finishes the analysis (the timer is not shared across
+    threads' snapshots).
+    """
+
+    frames: list[Frame]
+    faces: list[Faces]
+    crops: list[np.ndarray]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
 class FrameAnalyzer:
     """Runs detection, alignment and the emotion engine, timing each stage.
 
@@ -30,10 +49,13 @@ class FrameAnalyzer:
     the per-call overhead of ONNX Runtime or TensorRT is paid once per step, not once per stream.
     """
 
-    def __init__(self, detector: FaceDetector, engine: EmotionEngine, timer: StageTimer | None = None) -> None:
+    def __init__(self, detector: FaceDetector, engine: EmotionEngine, timer: StageTimer | None = None,
+                 detect_interval: int = 1) -> None:
         self.detector = detector
         self.engine = engine
         self.timer = timer or StageTimer()
+        #: Full-frame detection every N frames per stream (:mod:`edge.interval`); 1 = every frame.
+        self.interval = IntervalDetector(detector, detect_interval)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -44,29 +66,50 @@ class FrameAnalyzer:
 
     def analyze_many(self, frames: Sequence[Frame]) -> list[FaceBatch]:
         """One :class:`FaceBatch` per frame; the engine runs once over all faces of all frames."""
+        return self.complete(self.prepare(frames))
+
+    def prepare(self, frames: Sequence[Frame]) -> Prepared:
+        """Detect and align the faces of ``frames`` (no engine call); thread-safe against :meth:`complete`."""
         size = self.engine.input_size
-        all_faces: list[Faces] = []
-        all_crops: list[np.ndarray] = []
+        out = Prepared(list(frames), [], [])
+        t_detect = t_align = 0.0
         for frame in frames:
-            with self.timer.stage("detect"):
-                faces = self.detector.detect(frame.image)
-            with self.timer.stage("align"):
-                crops = align_faces(frame.image, faces, size=size, gray=True)
-            all_faces.append(faces)
-            all_crops.append(crops)
-        batch = np.concatenate(all_crops, axis=0) if all_crops else np.zeros((0, size, size), np.uint8)
-        with self.timer.stage("infer"):
-            probs = self.engine.run(batch) if len(batch) else np.zeros((0, len(self.labels)), np.float32)
+            t0 = time.perf_counter()
+            faces = self.interval.detect(frame.image, frame.stream, frame.index)
+            t1 = time.perf_counter()
+            crops = align_faces(frame.image, faces, size=size, gray=True)
+            t2 = time.perf_counter()
+            t_detect += t1 - t0
+            t_align += t2 - t1
+            out.faces.append(faces)
+            out.crops.append(crops)
+        if frames:
+            out.seconds = {"detect": t_detect, "align": t_align}
+            self.timer.add("detect", t_detect, len(frames))
+            self.timer.add("align", t_align, len(frames))
+        return out
+
+    def complete(self, prepared: Prepared) -> list[FaceBatch]:
+        """Run the engine once over all prepared faces and build each frame's :class:`FaceBatch`."""
+        size = self.engine.input_size
+        crops = prepared.crops
+        batch = np.concatenate(crops, axis=0) if crops else np.zeros((0, size, size), np.uint8)
+        t0 = time.perf_counter()
+        probs = self.engine.run(batch) if len(batch) else np.zeros((0, len(self.labels)), np.float32)
+        t_infer = time.perf_counter() - t0
+        prepared.seconds["infer"] = t_infer
+        self.timer.add("infer", t_infer)
         va = valence_arousal(probs, self.labels) if len(probs) else np.zeros((0, 2), np.float32)
         results = []
         start = 0
-        for frame, faces, crops in zip(frames, all_faces, all_crops):
-            n = len(crops)
+        for frame, faces, face_crops in zip(prepared.frames, prepared.faces, crops):
+            n = len(face_crops)
             rows = slice(start, start + n)
-            results.append(FaceBatch.from_faces(faces, crops, probs[rows], self.labels, va[rows], frame))
+            results.append(FaceBatch.from_faces(faces, face_crops, probs[rows], self.labels, va[rows], frame))
             start += n
         return results
 
     def close(self) -> None:
+        self.interval.close()
         self.detector.close()
         self.engine.close()

@@ -5,7 +5,7 @@ OpenCV -- want one call per frame, the way py-feat, fer and deepface are used::
 
     import cv2, emostream
 
-    with emostream.Analyzer() as analyzer:                 # detector "short", model "student"
+    with emostream.Analyzer() as analyzer:                 # detector "full", model "student"
         faces = analyzer.analyze(cv2.imread("photo.jpg"), color="bgr")
         for i in range(len(faces)):
             print(faces.boxes[i], faces.top_labels()[i], faces.valence_arousal[i])
@@ -57,7 +57,7 @@ def _to_rgb(image: object, color: str) -> np.ndarray:
 class Analyzer:
     """Face detection + emotion network (+ optional tracking) on frames you already have.
 
-    ``detector``: ``"short"`` (faces within ~2 m, default) or ``"full"``; ``model``: a registered model
+    ``detector``: ``"full"`` (faces near and far, default) or ``"short"`` (within ~2 m); ``model``: a registered model
     name or a path to a model card/.onnx; ``engine``: ``"auto"``, ``"onnxruntime"``, ``"torch"`` or
     ``"tensorrt"``; ``color``: the default channel order of the images you pass -- ``"rgb"``
     (the default: what :func:`emostream.open_source`, PIL and MediaPipe give) or ``"bgr"`` (OpenCV's

@@ -64,7 +64,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.detect:
         from emostream.edge.faces import FaceDetector
 
-        detector = FaceDetector(model=args.detector, min_score=args.min_score)
+        detector = FaceDetector(model=args.detector, min_score=args.min_score, runtime=args.detector_runtime)
     timer = StageTimer()
     progress = Progress(enabled=not args.json or sys.stderr.isatty(), unit="images", per="images/s")
     predicted: list[str] = []

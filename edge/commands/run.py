@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         raise SourceError("--max-frames must be at least 1")
     if opts.metrics_port is not None and not 0 <= opts.metrics_port <= 65535:
         raise StreamConfigError(f"--metrics-port must be within 0..65535, got {opts.metrics_port}")
+    if not 1 <= detector_opts.detect_interval <= 30:
+        raise StreamConfigError(f"--detect-interval must be within 1..30, got {detector_opts.detect_interval}")
     ids = _stream_ids(args)
     overlays = _overlay_uris(args)
     _refuse_overwriting_inputs(args, overlays)
@@ -185,12 +187,14 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(source.close)
             sources.append(source)
         with stop.deferred():  # native model loading: a signal is honoured when it is done
-            detector = FaceDetector(model=detector_opts.detector, min_score=detector_opts.min_score)
+            detector = FaceDetector(model=detector_opts.detector, min_score=detector_opts.min_score,
+                                    runtime=detector_opts.detector_runtime)
             stack.callback(detector.close)
             engine = load_engine(engine_opts.engine, engine_opts.model, threads=engine_opts.threads,
                                  tta=engine_opts.tta)
             stack.callback(engine.close)
-        analyzer = FrameAnalyzer(detector, engine, timer)
+        analyzer = FrameAnalyzer(detector, engine, timer, detect_interval=detector_opts.detect_interval)
+        stack.callback(analyzer.interval.close)
         if not opts.quiet:
             # Which runtime runs the network, and why: on a Jetson a silent CPU fallback costs 10x.
             print(f"emostream: engine {getattr(engine, 'selection', engine.name)}", file=sys.stderr)

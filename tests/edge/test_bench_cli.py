@@ -23,3 +23,26 @@ def test_bench_text_report(data_file):
     assert proc.returncode == 0, proc.stderr
     for word in ("decode", "detect", "align", "infer", "end-to-end", "Haar cascade", "decode only"):
         assert word in proc.stdout
+
+
+def test_bench_compares_overlap_interval_and_live_latency(data_file):
+    """The overlapped and sequential runs wrote the same records; the interval run says what it changed;
+    the live source reports latency percentiles. (Values are the README's business, not asserted.)"""
+    proc = emostream("bench", str(data_file("video/single_face.mp4")), "--frames", "40", "--detect-interval", "3",
+                     "--live-seconds", "1", "--json", timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["overlapped_vs_sequential_records"]["identical"] is True
+    assert r["fps_sequential"] > 0 and r["fps_every_frame_detection"] > 0 and r["detect_interval"] == 3
+    sparse = r["runs"]["overlapped_detect_interval"]
+    assert sparse["frames"] == 40 and sparse["full_detections"] + sparse["region_detections"] >= 40
+    assert 0 <= sparse["vs_every_frame"]["label_agreement"] <= 1
+    live = r["live"]
+    assert live["frames"] + live["dropped"] >= 25
+    assert 0 < live["latency_ms_p50"] <= live["latency_ms_p99"]
+
+
+def test_bench_bad_interval_is_one_line(data_file):
+    proc = emostream("bench", str(data_file("video/single_face.mp4")), "--detect-interval", "0", timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["emostream: error: --detect-interval must be within 1..30, got 0"]

@@ -37,7 +37,20 @@ def test_every_flag_default_is_its_dataclass_default():
     opts = from_args(RunOptions, args)
     assert opts.sources == ["clip.mp4"]
     assert opts.smoothing() == SmoothingConfig() and opts.tracker() == TrackerConfig()
-    assert from_args(DetectorOptions, args).detector == "short"
+    assert from_args(DetectorOptions, args).detector == "full"
+
+
+def test_detector_flag_defaults_are_the_detectors_own():
+    """config.py spells the detector defaults as literals (the parser must not import mediapipe); they must
+    be the ones FaceDetector uses when constructed without arguments."""
+    import inspect
+
+    from emostream.edge import faces
+
+    params = inspect.signature(faces.FaceDetector).parameters
+    assert DetectorOptions.detector == params["model"].default == faces.DEFAULT_MODEL
+    assert DetectorOptions.min_score == params["min_score"].default == faces.DEFAULT_MIN_SCORE
+    assert DetectorOptions.detector_runtime == params["runtime"].default == faces.DEFAULT_RUNTIME
 
 
 def test_flags_parse_into_the_dataclasses():

@@ -146,3 +146,50 @@ def test_a_stream_that_fails_midway_ends_alone_and_its_records_are_kept(capsys, 
     [end] = [r for r in recs if r["stream"] == "broken" and r.get("kind") == "track_end"]
     assert end["reason"] == "source_error" and end["frame"] == bad[-1]["frame"]
     assert [r["reason"] for r in recs if r["stream"] == "ok" and r.get("kind") == "track_end"] == ["end_of_stream"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the overlapped front half (detection on its own thread)
+
+
+def test_overlapped_and_sequential_loops_write_the_same_records(data_file, analyzer):
+    """Detection on a second thread must not change a record: same frames, faces, tracks, events, order."""
+    specs = [(str(data_file("video/single_face.mp4")), "a"), (str(data_file("video/face_noface.mov")), "b")]
+    over, res_over = _run(analyzer, specs, overlap=True)
+    seq, res_seq = _run(analyzer, specs, overlap=False)
+    for sid in ("a", "b"):
+        assert _comparable(over[sid]) == _comparable(seq[sid])
+    assert [r.frames for r in res_over] == [r.frames for r in res_seq] == [72, 169]
+    # Every analysed frame has its latency from the source to the sinks, and it is plausible.
+    for r in res_over:
+        assert len(r.latency_s) == r.frames and 0 < min(r.latency_s) and max(r.latency_s) < 30
+
+
+def test_a_stop_with_steps_in_flight_writes_every_taken_frame(data_file, analyzer):
+    """A stop request while the front thread has steps queued: those frames are still analysed and
+    written, in order, then the track ends as `interrupted` -- nothing taken is lost."""
+    records: list[dict] = []
+
+    def should_stop() -> bool:
+        return sum(r["type"] == "frame" for r in records) >= 10
+
+    src = open_source(str(data_file("video/WolfgangLanger_Pexels.mp4")), stream="s")
+    [result] = run_streams(analyzer, [src], records.append, should_stop=should_stop)
+    frames = [r["frame"] for r in records if r["type"] == "frame"]
+    assert frames == list(range(len(frames))) and 10 <= len(frames) < 472
+    assert result.frames == len(frames) and result.interrupted
+    assert [r["reason"] for r in records if r.get("kind") == "track_end"] == ["interrupted"]
+
+
+def test_a_detector_failure_on_the_front_thread_surfaces_on_the_callers(data_file):
+    """The front thread's exception is raised by run_streams (not swallowed, no hang); open tracks end."""
+    from emostream.edge.faces import FaceDetectorError
+
+    broken = FaceDetector()
+    broken.close()  # detect() now raises FaceDetectorError("FaceDetector is closed")
+    a = FrameAnalyzer(broken, load_engine("onnxruntime", DEFAULT_MODEL))
+    records: list[dict] = []
+    with pytest.raises(FaceDetectorError, match="closed"):
+        run_streams(a, [open_source(str(data_file("video/single_face.mp4")), stream="s")], records.append)
+    assert not [r for r in records if r["type"] == "frame"]
+    a.engine.close()

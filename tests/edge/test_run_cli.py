@@ -75,10 +75,13 @@ def test_hevc_face_noface_clips_switch_at_the_cut(data_file, tmp_path, clip, fac
     face_part, other = (has_face[:72], has_face[72:]) if face_first else (has_face[97:], has_face[:97])
     assert sum(face_part) >= 0.95 * len(face_part)
     assert sum(other) <= 8  # title-text false hits only
+    # The default full-range detector fires weakly (0.55-0.59) on a few frames of the title animation
+    # near its end (measured: 155, 163 in face_noface; 81, 82, 90 in noface_face); short range fired
+    # on one. Long stretches stay empty and the face is found on every frame of its part.
     if face_first:
-        assert all(has_face[:70]) and not any(has_face[74:150])
+        assert all(has_face[:70]) and not any(has_face[74:145])
     else:
-        assert not any(has_face[:85]) and all(has_face[100:165])
+        assert not any(has_face[:75]) and sum(has_face[:95]) <= 3 and all(has_face[100:165])
 
 
 def test_stdout_is_json_lines_when_no_output_file(data_file):
@@ -149,3 +152,14 @@ def test_run_says_which_engine_auto_chose_and_why(data_file):
     line = next(x for x in proc.stderr.splitlines() if x.startswith("emostream: engine "))
     # No TensorRT on this machine: auto must fall back to ONNX Runtime and say what was missing.
     assert line.startswith("emostream: engine onnxruntime (auto: ") and "tensorrt" in line, line
+
+
+@pytest.mark.parametrize("detector", ["short", "full"])
+def test_mediapipe_detector_runtime_still_runs_on_the_front_thread(data_file, tmp_path, detector):
+    """MediaPipe's graphs are built on the main thread and used by the detection thread: both routes work."""
+    out = tmp_path / "mp.jsonl"
+    proc = emostream("run", str(data_file("video/single_face.mp4")), "--detector", detector,
+                     "--detector-runtime", "mediapipe", "-o", str(out), "-q", "--reasoner", "none")
+    assert proc.returncode == 0, proc.stderr
+    recs = records(out)
+    assert len(recs) == 72 and sum(len(r["faces"]) == 1 for r in recs) >= 70
