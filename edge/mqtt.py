@@ -169,6 +169,7 @@ class MqttPublisher:
         self._handing = 0  # a message is being handed to paho (outside the lock)
         self._connected = False
         self._closing = False
+        self._closed = False
         self.seq = 0
         self.counts = {"accepted": 0, "published": 0, "dropped_buffer": 0, "dropped_unsent": 0,
                        "connects": 0, "disconnects": 0, "refused": 0}
@@ -302,6 +303,9 @@ class MqttPublisher:
     def close(self, drain_s: float = 2.0) -> str:
         """Wait up to ``drain_s`` for everything queued to be acknowledged, then disconnect (an
         ``{"online": false}`` status first) and return a one-line summary for stderr."""
+        if self._closed:
+            return self.summary()
+        self._closed = True
         deadline = time.monotonic() + drain_s
         with self._cond:
             while (self._queue or self._inflight or self._handing) and time.monotonic() < deadline:
