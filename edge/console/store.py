@@ -152,10 +152,15 @@ class SnapshotStore:
             if kind == "reasoning":
                 if tr is None:
                     tr = next((t for t in st.ended_tracks if t.id == track), None)
+                before = tr.reasoning if tr is not None else None
                 if tr is not None:
                     tr.reasoning = {k: rec.get(k) for k in _REASONING_FIELDS}
-                self._log(rec, f"reasoner: {rec.get('expression')}"
-                               f"{' (verified)' if rec.get('verified') else ''}")
+                # The log gets an answer only when it says something new about the track (every keyframe's
+                # answer would push the events an operator needs out of the bounded log).
+                if before is None or (before.get("expression"), before.get("verified")) != (
+                        rec.get("expression"), rec.get("verified")):
+                    self._log({**rec, "t": st.t}, f"reasoner: {rec.get('expression')}"
+                                                  f"{' (verified)' if rec.get('verified') else ' (not verified)'}")
                 return
             ev = rec.get("kind")
             if ev == "track_start" and isinstance(track, int):

@@ -60,6 +60,8 @@ function spark(canvas, points, now, span) {
 }
 
 function trackRow(tr, now, span) {
+  // the sparkline's window: the track's own history, at least 10 s, at most the store's (60 s)
+  const shown = Math.max(10, Math.min(span, Math.ceil(tr.tracked_s / 10) * 10));
   const row = document.createElement("div");
   row.className = "track" + (tr.ended ? " ended" : "");
   row.dataset.track = tr.id;
@@ -69,7 +71,7 @@ function trackRow(tr, now, span) {
     <div><span class="label">${esc(tr.label)}</span> <span class="meta">${(tr.confidence * 100).toFixed(0)}%</span>${alerts}
       <div class="conf"><div style="width:${(tr.confidence * 100).toFixed(0)}%"></div></div>
       <div class="meta">${va} · tracked ${tr.tracked_s.toFixed(1)} s${tr.ended ? " · ended (" + esc(tr.ended) + ")" : ""}</div></div>
-    <div><canvas class="spark"></canvas><div class="legend"><span class="v">valence</span> / <span class="a">arousal</span>, last ${span} s</div></div>`;
+    <div><canvas class="spark"></canvas><div class="legend"><span class="v">valence</span> / <span class="a">arousal</span>, last ${shown} s</div></div>`;
   if (tr.reasoning) {
     const r = tr.reasoning;
     const div = document.createElement("div");
@@ -77,7 +79,7 @@ function trackRow(tr, now, span) {
     div.innerHTML = `reasoner: <b>${esc(r.expression)}</b> ${r.verified ? "✓ verified" : "✗ not verified"} — ${esc(r.rationale)}`;
     row.appendChild(div);
   }
-  spark(row.querySelector("canvas"), tr.spark, tr.last_t, span);
+  spark(row.querySelector("canvas"), tr.spark, tr.last_t, shown);
   return row;
 }
 
