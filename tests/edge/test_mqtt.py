@@ -185,3 +185,26 @@ def test_unreachable_broker_never_blocks_the_caller():
     line = pub.close(drain_s=0.1)
     assert pub.counts["dropped_buffer"] == 990 and pub.counts["dropped_unsent"] == 10
     assert "UNREACHABLE" in line and "1000 dropped" in line
+
+
+def test_run_publishes_every_record_it_writes(broker, emostream, data_file, tmp_path):
+    """``emostream run --events … --events-frames --alert …`` on the Pexels clip: the subscriber gets what the
+    output got -- frames, track events, alerts, reasoner answers -- on their topics, in order."""
+    clip = data_file("video/WolfgangLanger_Pexels.mp4")
+    sub = Subscriber(broker.port, "em/#", client_id="sub-run")
+    out = tmp_path / "r.jsonl"
+    try:
+        proc = emostream("run", str(clip), "--stream-id", "pexels", "--max-frames", "120", "--alert",
+                         "sad>=0.3 for 1s", "--events", f"mqtt://127.0.0.1:{broker.port}/em", "--events-frames",
+                         "--output", str(out), timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        records = [__import__("json").loads(line) for line in out.read_text().splitlines()]
+        assert sub.wait_for(lambda m: len([1 for t, _ in m if t != "em/status"]) >= len(records))
+    finally:
+        sub.close()
+    got = [(t, {k: v for k, v in p.items() if k != "seq"}) for t, p in sub.messages if t != "em/status"]
+    assert [p for _t, p in got] == records
+    topics = {t for t, _p in got}
+    assert {"em/pexels/frame", "em/pexels/event/track_start", "em/pexels/event/alert", "em/pexels/reasoning",
+            "em/pexels/event/track_end"} <= topics
+    assert f"mqtt mqtt://127.0.0.1:{broker.port}/em: {len(records)} published, 0 dropped" in proc.stderr
