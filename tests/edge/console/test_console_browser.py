@@ -140,3 +140,30 @@ def test_bad_flags_are_one_line_and_exit_2_before_anything_opens(emostream, tmp_
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("emostream: error:") and message in lines[0], proc.stderr
     assert not out.exists()
+
+
+def test_a_stalled_client_drops_updates_not_frames(tmp_path, data_file):
+    """A client that opens the live channel and never reads (its TCP window fills) and one that pulls frames in
+    a tight loop: the run still analyses and writes every frame of the clip, and exits 0."""
+    import socket
+
+    clip = data_file("video/WolfgangLanger_Pexels.mp4")
+    out = tmp_path / "r.jsonl"
+    run = _Run(str(clip), "--reasoner", "none", "--console", "127.0.0.1:0", "--output", str(out))
+    url = run.wait_url()
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    stalled = socket.create_connection((host, int(port)))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(f"GET /api/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    pulled = 0
+    while run.proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "api/frame/0.jpg", timeout=5) as resp:
+                pulled += bool(resp.read())
+        except OSError:
+            break
+    assert run.proc.wait(120) == 0, "\n".join(run.lines[-20:])
+    stalled.close()
+    frames = [line for line in out.read_text().splitlines() if line.startswith('{"type":"frame"')]
+    assert len(frames) == 472  # the whole clip: nothing was dropped for the console
+    assert pulled >= 1

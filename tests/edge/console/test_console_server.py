@@ -10,6 +10,7 @@ import time
 import pytest
 
 from emostream.edge.console import ConsoleError, ConsoleServer, SnapshotStore, parse_console_addr
+from emostream.edge.metrics import Metrics
 
 TOKEN = "test-token-0123456789"
 
@@ -87,7 +88,7 @@ def _get(port: int, path: str, headers: dict | None = None, host: str | None = N
 def served():
     store = SnapshotStore(["cam"])
     store.record(_ev("track_start", label="happy", confidence=0.9))
-    server = ConsoleServer(store, "127.0.0.1", 0, token=TOKEN)
+    server = ConsoleServer(store, "127.0.0.1", 0, token=TOKEN, metrics=Metrics())
     yield store, server
     server.close()
 
@@ -138,6 +139,7 @@ def test_live_channel_sends_changes_and_counts_clients(served):
     reader.start()
     time.sleep(0.5)
     assert server.clients == 1
+    assert server.metrics.registry.get_sample_value("emostream_console_clients") == 1
     store.record(_ev("emotion_change", t=2.0, **{"from": "happy", "to": "sad"}))
     reader.join(5)
     assert len(seen) == 2 and seen[1]["version"] > seen[0]["version"]
