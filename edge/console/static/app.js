@@ -101,7 +101,7 @@ function render(state) {
   }
   eventsEl.replaceChildren(...state.events.map(e => {
     const li = document.createElement("li");
-    li.className = e.kind === "alert" && e.state === "raised" ? "alert" : (e.kind || "");
+    li.className = e.kind === "alert" ? (e.state === "raised" ? "alert" : "cleared") : (e.kind || "");
     const when = e.t == null ? "" : `${Number(e.t).toFixed(1)} s`;
     li.innerHTML = `<span class="when">${esc(when)}</span>${esc(e.stream)} #${esc(e.track)}: ${esc(e.text)}`;
     return li;
