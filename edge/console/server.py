@@ -217,7 +217,7 @@ class ConsoleServer:
         self.frames = _Frames(store, frame_width, frame_fps)
         self.live_interval = 1.0 / live_hz
         self.clients = 0
-        self._served: dict[int, float] = {}  # stream index -> when a frame was last answered
+        self._served: dict[tuple[str, int], float] = {}  # (client, stream index) -> when a frame was answered
         self._closing = False
         self._sock = _bind(host, port)
         bound = self._sock.getsockname()
@@ -261,11 +261,15 @@ class ConsoleServer:
                 return Response("not found\n", status_code=404, media_type="text/plain")
             # At most frame_fps answers a second per stream: a client asking in a tight loop is made to wait
             # here (costing nothing) instead of spending the analysis' CPU on HTTP round trips.
+            # (Per client address and stream: two operators each get the full rate.)
             index = int(name[:-4])
-            wait = self.frames.interval - (time.monotonic() - self._served.get(index, 0.0))
+            key = (request.client.host if request.client else "", index)
+            wait = self.frames.interval - (time.monotonic() - self._served.get(key, 0.0))
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._served[index] = time.monotonic()
+            if len(self._served) > 4096:
+                self._served.clear()
+            self._served[key] = time.monotonic()
             try:
                 data = await asyncio.to_thread(self.frames.jpeg, index)
             except IndexError:

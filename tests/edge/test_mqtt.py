@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess  # noqa: F401 - puts this module in the "media" tier (tests/conftest.py): it runs mosquitto
 import time
 
 import pytest
