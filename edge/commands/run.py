@@ -313,10 +313,12 @@ def run(args: argparse.Namespace) -> int:
         write = _tee(out.write, [f.record for f in (store, publisher) if f is not None])
         hook = EscalationHook(escalator, write, metrics=metrics) if escalator is not None else None
         sinks: list[Any] = []
+        alerts = None
         if extras.rules:
             from emostream.edge.alerts import AlertSink
 
-            sinks.append(AlertSink(extras.rules, analyzer.labels, write, smoothing=smoothing, metrics=metrics))
+            alerts = AlertSink(extras.rules, analyzer.labels, write, smoothing=smoothing, metrics=metrics)
+            sinks.append(alerts)
         if hook is not None:
             sinks.append(hook)
         if store is not None:
@@ -336,6 +338,9 @@ def run(args: argparse.Namespace) -> int:
             summary = hook.close()  # late answers still reach the output before it closes
             if not opts.quiet:
                 print(f"emostream: {summary}", file=sys.stderr)
+        if alerts is not None and not opts.quiet:
+            print(f"emostream: alerts: {alerts.counts['raised']} raised, {alerts.counts['cleared']} cleared "
+                  f"({len(extras.rules)} rules)", file=sys.stderr)
         if store is not None:
             store.close()
         if console is not None:
