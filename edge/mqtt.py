@@ -186,6 +186,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
         self._client = client
         self._mqtt = mqtt
         client.connect_async(target.host, target.port, keepalive=target.keepalive)
@@ -206,6 +207,12 @@ class MqttPublisher:
             self._connected = True
             self.last_error = None
             self._cond.notify_all()
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        # paho does not pass the cause on; name the usual ones (a refusal by the broker is reported by _on_connect)
+        if not (self.last_error or "").startswith("broker refused"):
+            self.last_error = (f"cannot connect to {self.target.host}:{self.target.port}: nothing listening, "
+                               "unreachable" + (", or TLS verification failed" if self.target.tls else ""))
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
         with self._cond:

@@ -36,7 +36,7 @@ def require_mosquitto() -> str:
 class Broker:
     """One mosquitto process on 127.0.0.1:port; ``start``/``kill`` may be repeated (same port, same state)."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, tls: dict[str, Path] | None = None) -> None:
         self.exe = require_mosquitto()
         self.port = free_port()
         self.dir = workdir
@@ -46,6 +46,8 @@ class Broker:
                 # run as whoever started it: as root mosquitto would switch to the `mosquitto` user, which
                 # cannot write its state into the test's private temporary folder
                 f"user {getpass.getuser()}", f"log_dest file {workdir}/mosquitto.log", "max_queued_messages 100000"]
+        if tls:  # {"cafile": …, "certfile": …, "keyfile": …}
+            conf += [f"{key} {path}" for key, path in tls.items()]
         if users:
             pwfile = workdir / "passwd"
             pwfile.write_text("")
@@ -72,6 +74,17 @@ class Broker:
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
 
+    def wait_saved(self, timeout: float = 10.0) -> None:
+        """Wait for the broker's next autosave (so the sessions so far survive a SIGKILL)."""
+        db = self.dir / "mosquitto.db"
+        since = time.time()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if db.exists() and db.stat().st_mtime > since:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not save its state")
+
     def kill(self) -> None:
         """SIGKILL: the broker goes away without a goodbye (its last autosave is what survives)."""
         if self.proc is not None and self.proc.poll() is None:
@@ -91,7 +104,8 @@ class Broker:
 class Subscriber:
     """A paho client with a persistent session (QoS 1), collecting ``(topic, payload)`` it receives."""
 
-    def __init__(self, port: int, topic: str, client_id: str = "test-subscriber", **auth: str) -> None:
+    def __init__(self, port: int, topic: str, client_id: str = "test-subscriber", ca: Path | None = None,
+                 **auth: str) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, dict]] = []
@@ -101,11 +115,13 @@ class Subscriber:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if auth:
             self.client.username_pw_set(auth["username"], auth["password"])
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
         self.client.reconnect_delay_set(0.2, 1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
-        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.connect("localhost" if ca is not None else "127.0.0.1", port, keepalive=10)
         self.client.loop_start()
         assert self.subscribed.wait(10), "subscriber did not subscribe"
 
@@ -137,3 +153,21 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def make_certs(folder: Path) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for localhost/127.0.0.1, made with Debian's openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
+
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=emostream-test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.pem", "-days", "1", "-extfile", "san.ext")
+    return {"cafile": folder / "ca.pem", "certfile": folder / "server.pem", "keyfile": folder / "server.key"}

@@ -9,7 +9,7 @@ import pytest
 
 from emostream.edge.metrics import Metrics
 from emostream.edge.mqtt import MqttError, MqttPublisher, parse_events_uri, topic_for, topic_level
-from tests.edge.mqtt_broker import Broker, Subscriber, require_mosquitto
+from tests.edge.mqtt_broker import Broker, Subscriber, make_certs, require_mosquitto
 
 
 def _event(i: int, stream: str = "cam/1") -> dict:
@@ -107,7 +107,7 @@ def test_broker_killed_and_restarted_loses_nothing_within_the_buffer(broker):
         for i in range(100):
             pub.record(_event(i))
         assert sub.wait_for(lambda m: len(sub.seqs()) >= 100)
-        time.sleep(1.5)  # one autosave: the subscriber's session is on disk
+        broker.wait_saved()  # the subscriber's session is on disk
         broker.kill()
         for i in range(100, 400):  # while the broker is away: buffered, not lost
             pub.record(_event(i))
@@ -131,7 +131,7 @@ def test_buffer_bound_drops_the_oldest_and_counts_them(broker):
     try:
         pub.record(_event(0))
         assert sub.wait_for(lambda m: 1 in sub.seqs())
-        time.sleep(1.5)
+        broker.wait_saved()
         broker.kill()
         time.sleep(0.3)
         for i in range(1, 201):  # 200 while away, buffer 50: the 150 oldest go
@@ -169,6 +169,28 @@ def test_authentication_from_environment(tmp_path):
         line = bad.close(drain_s=0.2)
         sub.close()
         assert "UNREACHABLE" in line and "not authorized" in line.lower() and "wrong" not in line
+        assert not any(p.get("frame") == 2 for _t, p in sub.messages)
+    finally:
+        b.stop()
+
+
+def test_tls_verifies_the_broker(tmp_path):
+    """mqtts:// with ?ca= the broker's CA: published over TLS; with the system CAs (not knowing this CA): refused."""
+    require_mosquitto()
+    certs = make_certs(tmp_path)
+    b = Broker(tmp_path, tls=certs)
+    b.start()
+    try:
+        sub = Subscriber(b.port, "t/#", client_id="sub-tls", ca=certs["cafile"])
+        good = MqttPublisher(parse_events_uri(f"mqtts://localhost:{b.port}/t?ca={certs['cafile']}", environ={}))
+        untrusted = MqttPublisher(parse_events_uri(f"mqtts://localhost:{b.port}/t", environ={}))
+        good.record(_event(1))
+        untrusted.record(_event(2))
+        assert sub.wait_for(lambda m: any(p.get("frame") == 1 for _t, p in m))
+        assert good.close().endswith("1 published, 0 dropped")
+        line = untrusted.close(drain_s=0.5)
+        sub.close()
+        assert "UNREACHABLE" in line and "TLS verification" in line and untrusted.counts["published"] == 0
         assert not any(p.get("frame") == 2 for _t, p in sub.messages)
     finally:
         b.stop()
