@@ -167,3 +167,20 @@ def test_a_stalled_client_drops_updates_not_frames(tmp_path, data_file):
     frames = [line for line in out.read_text().splitlines() if line.startswith('{"type":"frame"')]
     assert len(frames) == 472  # the whole clip: nothing was dropped for the console
     assert pulled >= 1
+
+
+def test_console_port_in_use_is_one_line_and_leaves_the_output_alone(emostream, tmp_path, data_file):
+    import socket
+
+    clip = data_file("video/WolfgangLanger_Pexels.mp4")
+    out = tmp_path / "r.jsonl"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = emostream("run", str(clip), "--console", f"127.0.0.1:{port}", "--max-frames", "5", "-q",
+                         "--output", str(out), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"emostream: error: cannot serve the console on 127.0.0.1:{port}: Address already in use"]
+    assert not out.exists()
