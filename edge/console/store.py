@@ -62,6 +62,7 @@ class _Stream:
     t: float = 0.0
     batch: Any = None  # the latest FaceBatch (frozen)
     seq: int = 0  # increments with every new batch
+    last_index: int = -1  # the source's index of the latest frame analysed
     times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=60))
     tracks: dict[int, _Track] = field(default_factory=dict)
     ended_tracks: collections.deque = field(default_factory=lambda: collections.deque(maxlen=8))
@@ -105,6 +106,7 @@ class SnapshotStore:
                 return
             st.batch, st.seq, st.t = batch, st.seq + 1, float(frame.t)
             st.frames += 1
+            st.last_index = frame.index
             st.faces += len(batch)
             st.times.append(now)
             for i in range(len(batch)):
@@ -221,7 +223,10 @@ class SnapshotStore:
                 st = self._streams[name]
                 span = st.times[-1] - st.times[0] if len(st.times) > 1 else 0.0
                 fps = (len(st.times) - 1) / span if span > 0 else 0.0
-                dropped = int(getattr(st.source, "frames_dropped", 0) or 0) if st.source is not None else 0
+                # Drops so far: frames the source delivered that a live reader replaced before analysis (gaps
+                # in the source's frame index) plus those GStreamer's leaky queue dropped.
+                dropped = max(0, st.last_index + 1 - st.frames)
+                dropped += int(getattr(st.source, "frames_dropped", 0) or 0) if st.source is not None else 0
                 streams.append({
                     "index": i, "name": name, "uri": st.uri, "frames": st.frames, "faces": st.faces,
                     "t": round(st.t, 2), "fps": round(fps, 1), "dropped": dropped, "seq": st.seq, "ended": st.ended,

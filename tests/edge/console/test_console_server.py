@@ -169,3 +169,21 @@ def test_unknown_stream_frame_is_404(served):
     assert _get(server.port, "/api/frame/7.jpg", auth)[0] == 404
     assert _get(server.port, "/api/frame/../x.jpg", auth)[0] == 404
     assert _get(server.port, "/static/../server.py", auth)[0] == 404
+
+
+def test_store_counts_frames_a_live_reader_skipped():
+    import numpy as np
+
+    from emostream.contract import FER7_LABELS
+    from emostream.edge.face_batch import FaceBatch
+    from emostream.edge.track import StreamStep
+    from emostream.streams import Frame
+
+    store = SnapshotStore(["cam"])
+    for index in (0, 1, 4, 5, 9):  # the reader replaced frames 2, 3, 6, 7, 8 before the loop took them
+        frame = Frame(np.zeros((4, 4, 3), np.uint8), index, index * 33_000_000, "cam")
+        store.step(StreamStep(FaceBatch.empty(FER7_LABELS, frame=frame), []))
+    (stream,) = store.snapshot()["streams"]
+    assert (stream["frames"], stream["dropped"], stream["seq"]) == (5, 5, 5)
+    batch, seq = store.latest_batch(0)
+    assert batch.frame.index == 9 and seq == 5
