@@ -179,7 +179,10 @@ class MqttPublisher:
         if target.username is not None:
             client.username_pw_set(target.username, target.password)
         if target.tls:
-            ctx = ssl.create_default_context(cafile=target.ca_file)
+            try:
+                ctx = ssl.create_default_context(cafile=target.ca_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise MqttError(f"--events: cannot use CA file {target.ca_file}: {exc}") from None
             client.tls_set_context(ctx)
         client.reconnect_delay_set(min_delay=0.5, max_delay=30)  # type: ignore[arg-type]
         client.will_set(f"{target.topic}/status", json.dumps({"online": False}), qos=1, retain=True)

@@ -196,6 +196,13 @@ def test_tls_verifies_the_broker(tmp_path):
         b.stop()
 
 
+def test_a_ca_file_that_is_not_a_certificate_is_a_clear_error(tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(MqttError, match="cannot use CA file"):
+        MqttPublisher(parse_events_uri(f"mqtts://localhost:1/t?ca={bad}", environ={}))
+
+
 def test_unreachable_broker_never_blocks_the_caller():
     """Nothing listens on the port: record() returns at once, close() reports it and counts what was lost."""
     from tests.edge.mqtt_broker import free_port
