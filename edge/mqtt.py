@@ -109,6 +109,10 @@ def parse_events_uri(uri: str, environ: Mapping[str, str] | None = None) -> Mqtt
             raise MqttError(f"--events {uri!r}: ca= needs mqtts://")
         if not os.path.isfile(ca):
             raise MqttError(f"--events {uri!r}: CA file {ca} not found")
+        try:  # checked here, before anything is opened, rather than when the publisher starts
+            ssl.create_default_context(cafile=ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise MqttError(f"--events {uri!r}: cannot use CA file {ca}: {exc}") from None
     try:
         buffer = int(opts.get("buffer", DEFAULT_BUFFER))
         keepalive = int(opts.get("keepalive", 30))
