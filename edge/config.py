@@ -164,6 +164,28 @@ class RunOptions:
                             help="allow a plain-TCP reasoner off loopback")
     quiet: bool = option("--quiet", "-q", default=False, action="store_true",
                          help="no progress or summary on stderr")
+    # -- operator console, alerts, MQTT events (README, "Operator console") --------------------------------
+    console: str | None = option("--console", default=None, metavar="HOST:PORT",
+                                 help="serve the live operator console (a web page) on HOST:PORT; a bare PORT "
+                                      "is loopback; any other host needs --console-token")
+    console_token: str | None = option("--console-token", default=None, metavar="TOKEN",
+                                       help="token the console asks of every request and of the live channel "
+                                            "(?token=... once, then a cookie; or Authorization: Bearer); "
+                                            "default: $EMOSTREAM_CONSOLE_TOKEN")
+    console_linger: float = option("--console-linger", default=0.0, type=float, metavar="SECONDS",
+                                   help="keep the console up this long after the sources end (Ctrl-C ends it "
+                                        "sooner; -1: until a signal; default %(default)s)")
+    realtime: bool = option("--realtime", default=False, action="store_true",
+                            help="deliver file frames at their native rate, as a camera would (for watching "
+                                 "a recorded clip on the console)")
+    alert: list[str] | None = option("--alert", default=None, action="append", metavar="RULE",
+                                     help="alert rule, e.g. \"anger>=0.6 for 5s\" or \"valence<=-0.5 for 10s\" "
+                                          "(repeatable; writes {\"type\":\"event\",\"kind\":\"alert\"} records)")
+    events: str | None = option("--events", default=None, metavar="mqtt://HOST:PORT/TOPIC",
+                                help="publish events and reasoner answers to an MQTT broker (QoS 1; mqtts:// for "
+                                     "TLS; credentials in the URI or $MQTT_USERNAME/$MQTT_PASSWORD)")
+    events_frames: bool = option("--events-frames", default=False, action="store_true",
+                                 help="with --events: publish every frame record too")
 
     def smoothing(self) -> SmoothingConfig:
         return SmoothingConfig(time_constant_s=self.smooth_seconds)

@@ -35,6 +35,9 @@ Metric names (all prefixed ``emostream_``):
 ``queue_depth{queue}``              gauge     depth of a named bounded queue
 ``stream_up{stream}``               gauge     1 while the stream delivers, 0 once it ended or failed
 ``stream_errors_total{stream}``     counter   source failures
+``mqtt_published_total``            counter   records the MQTT broker acknowledged (``--events``)
+``mqtt_dropped_total{reason}``      counter   records not published: ``buffer`` full, ``unsent`` at exit
+``console_clients``                 gauge     browsers on the operator console's live channel
 =================================== ========= ======================================================
 """
 
@@ -210,6 +213,12 @@ class Metrics:
         self.stream_up = Gauge("emostream_stream_up", "1 while the stream delivers frames", ["stream"],
                                registry=r)
         self.stream_errors = Counter("emostream_stream_errors", "Source failures", ["stream"], registry=r)
+        self.mqtt_published_total = Counter("emostream_mqtt_published", "Records the MQTT broker acknowledged",
+                                            registry=r)
+        self.mqtt_dropped_total = Counter("emostream_mqtt_dropped", "Records not published to MQTT", ["reason"],
+                                          registry=r)
+        self.console_clients = Gauge("emostream_console_clients", "Browsers on the console's live channel",
+                                     registry=r)
         self._window = fps_window_s
         self._times: dict[str, collections.deque[float]] = {}
         self._lock = threading.Lock()
@@ -274,6 +283,17 @@ class Metrics:
 
     def set_queue_depth(self, queue: str, depth: int) -> None:
         self.queue_depth.labels(queue).set(depth)
+
+    # -- updates used by the MQTT publisher and the operator console ------------------------------
+
+    def mqtt_published(self, n: int = 1) -> None:
+        self.mqtt_published_total.inc(n)
+
+    def mqtt_dropped(self, reason: str, n: int = 1) -> None:
+        self.mqtt_dropped_total.labels(reason).inc(n)
+
+    def set_console_clients(self, n: int) -> None:
+        self.console_clients.set(n)
 
     # -- exposition -----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -139,6 +140,96 @@ def _on_error(fn: Callable[[], Any], *ignore: type[BaseException]) -> Callable[.
     return exit_
 
 
+@dataclass(frozen=True)
+class _Extras:
+    """The console address and token, the alert rules and the MQTT target, parsed before anything opens."""
+
+    console: tuple[str, int] | None = None
+    token: str | None = None
+    rules: tuple[Any, ...] = ()
+    mqtt: Any = None
+
+
+def _check_extras(opts: RunOptions) -> _Extras:
+    """Parse ``--console``, ``--alert`` and ``--events`` (one clear error each, exit 2, nothing opened yet)."""
+    from emostream.edge.alerts import parse_rules
+
+    rules = tuple(parse_rules(opts.alert))
+    console = token = mqtt = None
+    if opts.console is not None:
+        from emostream.edge.console.server import parse_console_addr, token_from_env
+
+        token = token_from_env(opts.console_token)
+        console = parse_console_addr(opts.console, token)
+    elif opts.console_token or opts.console_linger:
+        from emostream.edge.console.server import ConsoleError
+
+        raise ConsoleError("--console-token and --console-linger need --console HOST:PORT")
+    if opts.console_linger < 0 and opts.console_linger != -1:
+        from emostream.edge.console.server import ConsoleError
+
+        raise ConsoleError("--console-linger takes seconds >= 0, or -1 for 'until a signal'")
+    if opts.events is not None:
+        from emostream.edge.mqtt import parse_events_uri
+
+        mqtt = parse_events_uri(opts.events)
+    elif opts.events_frames:
+        from emostream.edge.mqtt import MqttError
+
+        raise MqttError("--events-frames needs --events mqtt://HOST:PORT/TOPIC")
+    return _Extras(console, token, rules, mqtt)
+
+
+def _open_extras(extras: _Extras, opts: RunOptions, ids: list[str], sources: list[Any], metrics: Any,
+                 stack: contextlib.ExitStack) -> tuple[Any, Any, Any]:
+    """Start the console (store + server) and the MQTT publisher when asked; registered on ``stack``."""
+    store = console = publisher = None
+    if extras.console is not None:
+        from emostream.edge.console import ConsoleServer, SnapshotStore
+
+        store = SnapshotStore(ids, opts.sources, rules=[r.to_dict() for r in extras.rules], sources=sources)
+        console = ConsoleServer(store, *extras.console, token=extras.token, metrics=metrics)
+        stack.callback(console.close)
+        if not opts.quiet:
+            how = " (open it with ?token=YOUR_TOKEN once)" if extras.token else ""
+            print(f"emostream: console at {console.url}{how}", file=sys.stderr)
+    if extras.mqtt is not None:
+        from emostream.edge.mqtt import MqttPublisher
+
+        publisher = MqttPublisher(extras.mqtt, frames=opts.events_frames, metrics=metrics)
+        stack.callback(publisher.close, drain_s=0)  # no-op after the normal close below
+        if not opts.quiet:
+            print(f"emostream: events -> {extras.mqtt.url}", file=sys.stderr)
+    return store, console, publisher
+
+
+def _tee(write: Callable[[dict], None], listeners: list[Callable[[dict], None]]) -> Callable[[dict], None]:
+    """The run's record writer, also telling the console and the MQTT publisher (after the output)."""
+    if not listeners:
+        return write
+
+    def tee(record: dict) -> None:
+        write(record)
+        for listener in listeners:
+            listener(record)
+
+    return tee
+
+
+def _linger(console: Any, opts: RunOptions, stop: Any) -> None:
+    """``--console-linger``: keep the page up after the sources ended, until the time is up or a signal."""
+    if not opts.console_linger:
+        return
+    forever = opts.console_linger < 0
+    if not opts.quiet:
+        print(f"emostream: sources ended; console stays at {console.url} "
+              f"{'until Ctrl-C' if forever else f'for {opts.console_linger:g} s (Ctrl-C ends it sooner)'}",
+              file=sys.stderr)
+    end = time.monotonic() + (0 if forever else opts.console_linger)
+    while not stop.requested and (forever or time.monotonic() < end):
+        time.sleep(0.1)
+
+
 def run(args: argparse.Namespace) -> int:
     """Open the sources, load the models, analyse until the sources end or a stop signal arrives.
 
@@ -176,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
     ids = _stream_ids(args)
     overlays = _overlay_uris(args)
     _refuse_overwriting_inputs(args, overlays)
+    extras = _check_extras(opts)  # --console, --alert, --events: checked before anything is opened
     stop = shutdown.current()
     tracker = opts.tracker()
     smoothing = opts.smoothing()
@@ -185,6 +277,10 @@ def run(args: argparse.Namespace) -> int:
         for uri, sid in zip(opts.sources, ids):
             source = open_source(uri, stream=sid)  # waits for a first frame: a signal raises
             stack.callback(source.close)
+            if opts.realtime and not source.is_live:
+                from emostream.edge.pacing import PacedSource
+
+                source = PacedSource(source)
             sources.append(source)
         with stop.deferred():  # native model loading: a signal is honoured when it is done
             detector = FaceDetector(model=detector_opts.detector, min_score=detector_opts.min_score,
@@ -211,29 +307,53 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(server.close)
             if not opts.quiet:
                 print(f"emostream: metrics at {server.url}", file=sys.stderr)
+        store, console, publisher = _open_extras(extras, opts, ids, sources, metrics, stack)
         stop.check()
         out = stack.enter_context(JsonLinesWriter(opts.output, overwrite=opts.overwrite))
         stop.hold()  # from here a signal asks for the orderly stop below; it never cuts it short
         if out.repaired and not opts.quiet:
             print(f"emostream: note: {out.where} ended in a cut line (an earlier crash?); "
                   "appending on a fresh line", file=sys.stderr)
-        hook = EscalationHook(escalator, out.write, metrics=metrics) if escalator is not None else None
+        write = _tee(out.write, [f.record for f in (store, publisher) if f is not None])
+        hook = EscalationHook(escalator, write, metrics=metrics) if escalator is not None else None
+        sinks: list[Any] = []
+        alerts = None
+        if extras.rules:
+            from emostream.edge.alerts import AlertSink
+
+            alerts = AlertSink(extras.rules, analyzer.labels, write, smoothing=smoothing, metrics=metrics)
+            sinks.append(alerts)
+        if hook is not None:
+            sinks.append(hook)
+        if store is not None:
+            sinks.append(store)
         with contextlib.ExitStack() as loop:
             if hook is not None:
                 # Late answers still go out if the output works; if it is what failed, the error
                 # already on its way is the one to report.
                 loop.push(_on_error(hook.close, OutputError))
             loop.callback(progress.done)
-            results = run_streams(analyzer, sources, out.write, metrics=metrics, overlays=overlays,
+            results = run_streams(analyzer, sources, write, metrics=metrics, overlays=overlays,
                                   max_frames=opts.max_frames, tracker=tracker, smoothing=smoothing,
-                                  events=EventConfig(), progress=progress.update,
-                                  sinks=[hook] if hook is not None else (),
+                                  events=EventConfig(), progress=progress.update, sinks=sinks,
                                   should_stop=lambda: stop.requested)
+        analysed = time.perf_counter()  # the summary's fps leave out --console-linger
         if hook is not None:
             summary = hook.close()  # late answers still reach the output before it closes
             if not opts.quiet:
                 print(f"emostream: {summary}", file=sys.stderr)
-    elapsed = time.perf_counter() - start
+        if alerts is not None and not opts.quiet:
+            print(f"emostream: alerts: {alerts.counts['raised']} raised, {alerts.counts['cleared']} cleared "
+                  f"({len(extras.rules)} rules)", file=sys.stderr)
+        if store is not None:
+            store.close()
+        if console is not None:
+            _linger(console, opts, stop)
+        if publisher is not None:
+            line = publisher.close()  # what is still queued gets its chance before the summary
+            if not opts.quiet:
+                print(f"emostream: {line}", file=sys.stderr)
+    elapsed = analysed - start
     frames = sum(r.frames for r in results)
     faces = sum(r.faces for r in results)
     with_faces = sum(r.frames_with_faces for r in results)
