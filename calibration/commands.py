@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emostream.errors import positive_int
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FER = REPO.parent / "shared" / "data" / "fer2013"
 MODELS_DIR = REPO / "engines" / "models"
@@ -33,16 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 class GateCommandError(ValueError):
     """Bad input for ``emostream fit-gate`` (one line, exit 2)."""
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_fit_gate_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -60,12 +52,12 @@ def add_fit_gate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vlm-model", default="default", help="model name sent to --vlm-url")
     p.add_argument("--adapter", metavar="DIR", help="LoRA adapter for --vlm (`emostream tune-vlm` output)")
     p.add_argument("--model", default=None, metavar="NAME|PATH", help="emotion network (default: the shipped one)")
-    p.add_argument("--resample", type=_positive, default=3, metavar="K", help="SEKE answers per face at most")
-    p.add_argument("--max-new-tokens", type=_positive, default=400, help="decode budget for --vlm")
-    p.add_argument("--batch", type=_positive, default=8, help="faces per VLM call (default 8)")
-    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="a seeded random N of the faces")
+    p.add_argument("--resample", type=positive_int, default=3, metavar="K", help="SEKE answers per face at most")
+    p.add_argument("--max-new-tokens", type=positive_int, default=400, help="decode budget for --vlm")
+    p.add_argument("--batch", type=positive_int, default=8, help="faces per VLM call (default 8)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="a seeded random N of the faces")
     p.add_argument("--seed", type=int, default=0, help="face sample, halves, CV folds, VLM sampling")
-    p.add_argument("--threads", type=_positive, default=None, help="CPU threads (network, local VLM)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (network, local VLM)")
     p.add_argument("--device", default="auto", help="torch device for --vlm")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -17,3 +17,16 @@ def is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, (UserError, FileNotFoundError)):
         return True
     return type(exc).__name__.endswith("Error") and type(exc).__module__.split(".")[0] == "emostream"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts: ``--limit 0`` or ``-3`` would quietly mean "all" or "all but 3"; refuse them."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from emostream.datasets import DatasetError
+from emostream.errors import positive_int
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FER = REPO.parent / "shared" / "data" / "fer2013"
@@ -38,17 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tune_vlm_parser(subparsers)
 
 
-def _positive(text: str) -> int:
-    """A whole number >= 1 (``--limit 0`` would quietly mean "all")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_instructions_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "instructions", help="generate SEKE-verified EmoVIT emotion instruction data (LLaVA JSONL) for VLM tuning",
@@ -68,13 +58,13 @@ def add_instructions_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="NAME|PATH",
                    help="emotion network for the knowledge teacher, and whose labels a VLM teacher is offered "
                         "(default: the shipped student)")
-    p.add_argument("--resample", type=_positive, default=3, metavar="K",
+    p.add_argument("--resample", type=positive_int, default=3, metavar="K",
                    help="SEKE: at most K teacher answers per face before it is rejected (default 3)")
-    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="a seeded random N of the faces")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="a seeded random N of the faces")
     p.add_argument("--seed", type=int, default=0, help="face sample, resampling views/sampling, phrasing")
-    p.add_argument("--workers", type=_positive, default=1, help="chunks of faces in flight (HTTP requests for "
+    p.add_argument("--workers", type=positive_int, default=1, help="chunks of faces in flight (HTTP requests for "
                                                                   "--teacher-url; image decoding otherwise)")
-    p.add_argument("--threads", type=_positive, default=None, help="CPU threads of the network / local VLM")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads of the network / local VLM")
     p.add_argument("--device", default="auto", help="torch device for a VLM_DIR teacher")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_instructions)
@@ -119,20 +109,20 @@ def add_tune_vlm_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", required=True, type=Path, metavar="VLM_DIR", help="local transformers VLM folder")
     p.add_argument("--data", required=True, type=Path, metavar="FILE.jsonl", help="LLaVA/ShareGPT JSONL")
     p.add_argument("--out", required=True, type=Path, metavar="ADAPTER_DIR", help="adapter folder (resumes)")
-    p.add_argument("--steps", type=_positive, default=200, help="optimizer steps (default 200)")
-    p.add_argument("--batch-size", type=_positive, default=4, help="records per micro-batch (default 4)")
-    p.add_argument("--grad-accum", type=_positive, default=4, help="micro-batches per step (default 4)")
+    p.add_argument("--steps", type=positive_int, default=200, help="optimizer steps (default 200)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="records per micro-batch (default 4)")
+    p.add_argument("--grad-accum", type=positive_int, default=4, help="micro-batches per step (default 4)")
     p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
     p.add_argument("--warmup", type=int, default=10, help="linear warm-up steps, then cosine to 10%% (default 10)")
-    p.add_argument("--rank", type=_positive, default=16, help="LoRA rank r (default 16)")
-    p.add_argument("--alpha", type=_positive, default=32, help="LoRA alpha (default 32)")
+    p.add_argument("--rank", type=positive_int, default=16, help="LoRA rank r (default 16)")
+    p.add_argument("--alpha", type=positive_int, default=32, help="LoRA alpha (default 32)")
     p.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
     p.add_argument("--qlora", action="store_true", help="load the base in 4-bit NF4 (CUDA + bitsandbytes only)")
-    p.add_argument("--max-length", type=_positive, default=2048, help="tokens per record at most")
-    p.add_argument("--save-every", type=_positive, default=50, help="checkpoint every N steps (default 50)")
+    p.add_argument("--max-length", type=positive_int, default=2048, help="tokens per record at most")
+    p.add_argument("--save-every", type=positive_int, default=50, help="checkpoint every N steps (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda:N")
-    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_tune_vlm)
 

@@ -14,6 +14,7 @@ from emostream.datasets import DatasetError, load_labelled_images
 from emostream.edge.output import Progress
 from emostream.edge.scoring import score
 from emostream.edge.timing import StageTimer
+from emostream.errors import positive_int
 from emostream.streams.errors import SourceError
 from emostream.streams.still import check_size, decode_fitted, probe_image
 
@@ -35,21 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-detect", dest="detect", action="store_false",
                    help="images are already face crops (e.g. FER2013): just resize")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
-    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N images")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
     add_engine_args(p)
     add_detector_args(p)
     p.set_defaults(handler=evaluate)
-
-
-def _positive_int(text: str) -> int:
-    """``--limit 0`` or ``-3`` would quietly evaluate all or all-but-3 images; refuse them instead."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def evaluate(args: argparse.Namespace) -> int:
