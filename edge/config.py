@@ -96,8 +96,12 @@ class EngineOptions:
                          help="emotion network runtime (auto: TensorRT where available, else ONNX Runtime)")
     model: str = option("--model", default=DEFAULT_MODEL,
                         help="registered model name or path to a model card/.onnx (default: %(default)s)")
-    threads: int | None = option("--threads", default=None, type=int,
-                                 help="CPU threads for the engine (default: runtime's)")
+    # One thread by default: the network is a fraction of a millisecond per face at batch 1, and with the stages
+    # overlapped the other cores detect faces and decode (ONNX Runtime's default, all cores, oversubscribes them:
+    # 139 -> 211 frames/s overlapped on the Pexels clip, 2-core EPYC, README "Performance").
+    threads: int | None = option("--threads", default=1, type=int,
+                                 help="CPU threads for the engine (default %(default)s; raise it for batches of "
+                                      "many faces, e.g. `eval` or many streams on a many-core CPU)")
     tta: bool = option("--tta", default=False, action="store_true",
                        help="horizontal-flip test-time augmentation: each face and its mirror in one batch "
                             "(student: +0.4 points on FER2013 val, 1.5x the inference time at batch 1)")
