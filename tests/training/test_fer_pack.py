@@ -6,7 +6,6 @@ must give exactly the folder loader's arrays, keep train and val apart, and refu
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -26,20 +25,6 @@ from emostream.training.data import (
 )
 from emostream.training.loop import TrainingError, resolve_device
 from emostream.training.models import load_checkpoint, load_checkpoint_model
-
-
-@pytest.fixture(scope="module")
-def fer_sample(data_file, tmp_path_factory) -> Path:
-    """A FER2013-layout folder of real faces: the first 12 train and 6 val files of every label folder."""
-    src = data_file("fer2013")
-    root = tmp_path_factory.mktemp("fer_sample")
-    for split, n in (("train", 12), ("val", 6)):
-        for label_dir in sorted(p for p in (src / split).iterdir() if p.is_dir()):
-            dst = root / split / label_dir.name
-            dst.mkdir(parents=True)
-            for f in sorted(label_dir.glob("*.jpg"))[:n]:
-                shutil.copy(f, dst / f.name)
-    return root
 
 
 @pytest.fixture(scope="module")
