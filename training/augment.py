@@ -27,9 +27,14 @@ class AugmentConfig:
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Augment a float batch (N, 1, S, S) in [0, 1]; returns a new tensor, deterministic given ``gen``."""
+    """Augment a float batch (N, 1, S, S) in [0, 1]; returns a new tensor, deterministic given ``gen``.
+
+    ``gen`` is a CPU generator whatever ``x``'s device: the random parameters are drawn on the CPU and
+    moved, so a CUDA run draws the same augmentations as a CPU run of the same seed (and CPU runs are
+    bit-for-bit what they were before devices existed).
+    """
     n, _, h, w = x.shape
-    u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731 - local shorthand
+    u = lambda *shape: torch.rand(*shape, generator=gen).to(x.device)  # noqa: E731 - local shorthand
     angle = (u(n) * 2 - 1) * math.radians(cfg.rotate_deg)
     scale = cfg.scale[0] + u(n) * (cfg.scale[1] - cfg.scale[0])
     flip = torch.where(u(n) < cfg.flip, -1.0, 1.0)
@@ -63,4 +68,4 @@ def _random_erase(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     mask = ((ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1))
             & (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1)) & sel.view(n, 1, 1))
     noise = torch.rand(x.shape, generator=gen)
-    return torch.where(mask.unsqueeze(1), noise, x)
+    return torch.where(mask.unsqueeze(1).to(x.device), noise.to(x.device), x)

@@ -8,10 +8,10 @@ project's canonical names here (``angry`` -> ``anger``) so nothing downstream ev
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from emostream.contract import FER7_LABELS, canonical_label
@@ -54,6 +54,8 @@ def _label_index(raw: str, names: tuple[str, ...], where: str) -> int:
 
 
 def _read_gray(path: Path, size: int) -> np.ndarray:
+    import cv2  # here, not at the top: a pack (`load_fer_pack`) needs no OpenCV, e.g. on a bare GPU machine
+
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise DatasetError(f"cannot read image {path}")
@@ -136,3 +138,101 @@ def load_fer_cached(root: str | Path, split: str, size: int = 48, cache_dir: str
              key=np.array(key))
     tmp.replace(cache)
     return ds
+
+
+#: What ``emostream pack-fer`` writes: one zip of ``.npy`` members, readable by ``np.load``.
+PACK_FORMAT = "emostream-fer2013-pack/1"
+PACK_SPLITS = ("train", "val")
+#: The device tool carries the working tree plus carried paths, 64 MiB in all (the code is ~4 MiB of it).
+MAX_PACK_BYTES = 64 * 2**20
+
+
+def write_pack(splits: dict[str, FaceDataset], out: str | Path, max_bytes: int = MAX_PACK_BYTES) -> int:
+    """Write ``splits`` as one LZMA-compressed ``.npz``; returns its size in bytes.
+
+    LZMA, not ``np.savez_compressed``'s deflate: FER2013 train+val is 67.6 MiB deflated (over the device
+    tool's 64 MiB carry) and 55.6 MiB with LZMA. ``np.load`` reads LZMA zip members natively, so the file
+    stays a plain ``.npz``. Each split keeps its own arrays and label names: train and val are never mixed.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    arrays: dict[str, np.ndarray] = {"format": np.array(PACK_FORMAT)}
+    for split, ds in splits.items():
+        arrays[f"{split}_images"] = np.ascontiguousarray(ds.images, dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.asarray(ds.labels, dtype=np.int64)
+        arrays[f"{split}_names"] = np.array(ds.names)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
+        for key, arr in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, arr, allow_pickle=False)
+    size = tmp.stat().st_size
+    if size > max_bytes:
+        tmp.unlink()
+        raise DatasetError(f"pack would be {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB "
+                           f"the device tool carries; nothing written to {out}")
+    tmp.replace(out)
+    return size
+
+
+def pack_fer(root: str | Path, out: str | Path, cache_dir: str | Path = ".cache",
+             max_bytes: int = MAX_PACK_BYTES) -> tuple[int, dict[str, int]]:
+    """FER2013 ``train`` and ``val`` folders (through the decode cache) -> one pack; (bytes, faces per split)."""
+    splits = {s: load_fer_cached(root, s, cache_dir=cache_dir) for s in PACK_SPLITS}
+    return write_pack(splits, out, max_bytes), {s: len(ds) for s, ds in splits.items()}
+
+
+def load_fer_pack(path: str | Path, split: str, names: tuple[str, ...] = FER7_LABELS) -> FaceDataset:
+    """One split of a pack from :func:`write_pack`, checked so a wrong or damaged file is one clear error.
+
+    Only that split's members are decompressed. Its label names must equal ``names`` (the model's), which
+    also makes a pack whose train and val disagree on names fail, whichever split is read first.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"pack not found: {p} (make it with `emostream pack-fer -o {p}`)")
+    if split not in PACK_SPLITS:
+        raise DatasetError(f"{p}: no split {split!r} in a FER2013 pack (splits: {', '.join(PACK_SPLITS)})")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            missing = [k for k in ("format", f"{split}_images", f"{split}_labels", f"{split}_names",
+                                   *(f"{s}_names" for s in PACK_SPLITS)) if k not in z.files]
+            if missing:
+                raise DatasetError(f"{p} is not a FER2013 pack from `emostream pack-fer` "
+                                   f"(missing {', '.join(missing)})")
+            if str(z["format"]) != PACK_FORMAT:
+                raise DatasetError(f"{p}: pack format {str(z['format'])!r}, expected {PACK_FORMAT!r}")
+            split_names = {s: tuple(str(n) for n in z[f"{s}_names"]) for s in PACK_SPLITS}
+            images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise DatasetError(f"cannot read pack {p}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    if len(set(split_names.values())) != 1:
+        raise DatasetError(f"{p}: train and val label names differ ({split_names['train']} vs {split_names['val']})")
+    if split_names[split] != tuple(names):
+        raise DatasetError(f"{p}: label names {split_names[split]} are not the model's {tuple(names)}")
+    _check_pack_arrays(p, split, images, labels, len(names))
+    return FaceDataset(images, labels, tuple(names))
+
+
+def _check_pack_arrays(p: Path, split: str, images: np.ndarray, labels: np.ndarray, num_classes: int) -> None:
+    """Shapes, dtypes and label range: a hand-edited pack must not train on garbage silently."""
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise DatasetError(f"{p}: {split}_images is {images.dtype} {images.shape}, expected uint8 (N, S, S)")
+    if labels.dtype != np.int64 or labels.shape != (images.shape[0],):
+        raise DatasetError(f"{p}: {split}_labels is {labels.dtype} {labels.shape}, expected int64 "
+                           f"({images.shape[0]},)")
+    if not labels.size:
+        raise DatasetError(f"{p}: split {split} is empty")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DatasetError(f"{p}: {split}_labels outside 0..{num_classes - 1}")
+
+
+def load_fer_data(data: str | Path, split: str, cache_dir: str | Path = ".cache",
+                  names: tuple[str, ...] = FER7_LABELS) -> FaceDataset:
+    """``--data`` for train/distill: a pack file (``.npz``) or the FER2013 folder (through the cache)."""
+    p = Path(data)
+    if p.suffix == ".npz" or p.is_file():
+        return load_fer_pack(p, split, names)
+    return load_fer_cached(p, split, cache_dir=cache_dir, names=names)
