@@ -55,6 +55,26 @@ def data_file(shared_data: Path):
     return resolve
 
 
+@pytest.fixture(scope="session")
+def fer_sample(data_file, tmp_path_factory) -> Path:
+    """The first 12 train and 6 val files of every FER2013 label folder, copied: real faces, decoded in a second.
+
+    Lives here, not in a tests/training/conftest.py: a second ``conftest`` module would shadow this one for
+    the tests that ``from conftest import run_emostream``.
+    """
+    import shutil
+
+    src = data_file("fer2013")
+    root = tmp_path_factory.mktemp("fer_sample")
+    for split, n in (("train", 12), ("val", 6)):
+        for label_dir in sorted(p for p in (src / split).iterdir() if p.is_dir()):
+            dst = root / split / label_dir.name
+            dst.mkdir(parents=True)
+            for f in sorted(label_dir.glob("*.jpg"))[:n]:
+                shutil.copy(f, dst / f.name)
+    return root
+
+
 #: Modules in the ``gpu`` and ``slow`` tiers, by file name (the cost is the module's nature, not a fixture's).
 GPU_MODULES = {"test_emotion_tensorrt.py", "test_tensorrt_calibrator.py"}
 SLOW_MODULES = {"test_fuzz_contract.py", "test_fuzz_labels_csv.py", "test_giant_images.py", "test_smoke_training.py",
