@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="teacher: a checkpoint (best.pt from `train teacher`) or a registered model "
                               "name such as v0; repeat to ensemble (logits averaged); none = plain cross-entropy")
     distill.add_argument("--init", metavar="CKPT|NAME",
-                         help="start from these weights (same arch): a checkpoint, or a registered model such "
-                              "as the shipped `student`, e.g. to continue it with self-distillation")
+                         help="start from these weights: a checkpoint, or a registered model such as the shipped "
+                              "`student`, e.g. to continue it with self-distillation; a narrower network of the "
+                              "same stages is widened into --arch first (Net2WiderNet: same function)")
     distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
     distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
     distill.set_defaults(handler=_cmd_distill)
@@ -275,13 +276,19 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
 
 def _init_state(spec: str, arch: str, labels: tuple[str, ...]) -> dict:
     """Weights to start from: a training checkpoint or a registered model with torch weights."""
-    from emostream.training.models import CheckpointError, load_checkpoint
+    from emostream.training.models import CheckpointError, load_checkpoint, widen_state
 
     ckpt = load_checkpoint(spec)
-    if ckpt["arch"] != arch:
-        raise CheckpointError(f"--init {spec} is a {ckpt['arch']!r} network, not {arch!r}")
     if tuple(ckpt.get("labels", labels)) != tuple(labels):
         raise CheckpointError(f"--init {spec}: its labels {ckpt['labels']} are not the training labels {labels}")
+    if ckpt["arch"] != arch:
+        try:
+            state = widen_state(ckpt["model"], ckpt["arch"], arch, num_classes=len(labels))
+        except CheckpointError as exc:
+            raise CheckpointError(f"--init {spec} is a {ckpt['arch']!r} network, not {arch!r}, and {exc}") from None
+        print(f"emostream: --init {spec}: {ckpt['arch']} widened into {arch} (Net2WiderNet, same function)",
+              flush=True)
+        return state
     return ckpt["model"]
 
 
