@@ -50,12 +50,13 @@ class FrameAnalyzer:
     """
 
     def __init__(self, detector: FaceDetector, engine: EmotionEngine, timer: StageTimer | None = None,
-                 detect_interval: int = 1) -> None:
+                 detect_interval: int = 1, interval_tracker: str = "flow") -> None:
         self.detector = detector
         self.engine = engine
         self.timer = timer or StageTimer()
-        #: Full-frame detection every N frames per stream (:mod:`edge.interval`); 1 = every frame.
-        self.interval = IntervalDetector(detector, detect_interval)
+        #: Full-frame detection every N frames per stream (:mod:`edge.interval`); 1 = every frame here,
+        #: the library default; ``emostream run`` defaults to 5 (its ``--detect-interval``).
+        self.interval = IntervalDetector(detector, detect_interval, interval_tracker)
 
     @property
     def labels(self) -> tuple[str, ...]:

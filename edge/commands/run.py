@@ -289,7 +289,8 @@ def run(args: argparse.Namespace) -> int:
             engine = load_engine(engine_opts.engine, engine_opts.model, threads=engine_opts.threads,
                                  tta=engine_opts.tta)
             stack.callback(engine.close)
-        analyzer = FrameAnalyzer(detector, engine, timer, detect_interval=detector_opts.detect_interval)
+        analyzer = FrameAnalyzer(detector, engine, timer, detect_interval=detector_opts.detect_interval,
+                                 interval_tracker=detector_opts.interval_tracker)
         stack.callback(analyzer.interval.close)
         if not opts.quiet:
             # Which runtime runs the network, and why: on a Jetson a silent CPU fallback costs 10x.
