@@ -1,12 +1,14 @@
 """The README's "Performance" table: every edge configuration side by side, in one process, several rounds.
 
 Each round runs, on the same clip, back to back: GStreamer decode-only (the ceiling), the landed main's
-configuration (short-range BlazeFace through MediaPipe's Tasks graph, stages one after another), the new
-default (full range on the TFLite interpreter) sequential and overlapped, and the detection interval
-at 2 and 4. Rounds interleave the configurations so a load change on a shared machine hits all of them;
+configuration (short-range BlazeFace through MediaPipe's Tasks graph, stages one after another), full range on
+the TFLite interpreter with detection on every frame (sequential and overlapped), and the detection interval:
+N=5 with faces carried by a short-range region pass, and by optical flow at N=5 (the default of ``emostream
+run``) and N=8. Rounds interleave the configurations so a load change on a shared machine hits all of them;
 the table gives the median and the range over the rounds. What each configuration changes for users is
-measured against the new default with detection on every frame: frames with exactly one face, and the
-per-face label agreement where both found a face.
+measured against full range with detection on every frame: frames with exactly one face, and the per-face
+label agreement where both found a face. The same agreement for crops shifted at random by up to 1 px
+(``--jitter``) gives the noise floor: how much the label moves when nothing but the crop does.
 
     nice -n 10 .venv/bin/python benchmarks/edge_bench.py [--rounds 3] [--clip PATH] [--threads N]
 
@@ -32,16 +34,17 @@ from emostream.edge.pipeline import FrameAnalyzer  # noqa: E402
 from emostream.engines.emotion import DEFAULT_MODEL, load_engine  # noqa: E402
 from emostream.streams import Frame  # noqa: E402
 
-#: (name, detector model, detector runtime, overlap, detect interval)
+#: (name, detector model, detector runtime, overlap, detect interval, interval tracker)
 CONFIGS = [
-    ("main: short/mediapipe, sequential", "short", "mediapipe", False, 1),
-    ("short/litert, overlapped", "short", "litert", True, 1),
-    ("default: full/litert, sequential", "full", "litert", False, 1),
-    ("default: full/litert, overlapped", "full", "litert", True, 1),
-    ("full/litert, overlapped, interval 2", "full", "litert", True, 2),
-    ("full/litert, overlapped, interval 4", "full", "litert", True, 4),
+    ("main: short/mediapipe, sequential", "short", "mediapipe", False, 1, "flow"),
+    ("full/litert, every frame, sequential", "full", "litert", False, 1, "flow"),
+    ("full/litert, every frame, overlapped", "full", "litert", True, 1, "flow"),
+    ("interval 5, region, overlapped", "full", "litert", True, 5, "region"),
+    ("default: interval 5, flow, overlapped", "full", "litert", True, 5, "flow"),
+    ("interval 8, flow, overlapped", "full", "litert", True, 8, "flow"),
 ]
-REFERENCE = "default: full/litert, overlapped"
+REFERENCE = "full/litert, every frame, overlapped"
+DEFAULT = "default: interval 5, flow, overlapped"
 
 
 def default_clip() -> Path:
@@ -49,17 +52,44 @@ def default_clip() -> Path:
     return data / "video" / "WolfgangLanger_Pexels.mp4"
 
 
+def jitter_agreement(clip: str, engine, shift: float, seed: int = 0) -> float:
+    """Label agreement between each one-face frame's crop and the same crop shifted by up to ``shift`` px."""
+    import numpy as np
+
+    from emostream.edge.faces import Faces, align_faces
+    from emostream.streams import open_source
+
+    rng = np.random.default_rng(seed)
+    det = FaceDetector("full", runtime="litert")
+    same = total = 0
+    with open_source(clip) as src:
+        for frame in src:
+            faces = det.detect(frame.image)
+            if len(faces) != 1:
+                continue
+            off = rng.uniform(-shift, shift, 2).astype(np.float32)
+            moved = Faces(faces.boxes + np.r_[off, 0, 0].astype(np.float32), faces.scores, faces.keypoints + off)
+            size = engine.input_size
+            a = engine.run(align_faces(frame.image, faces, size)).argmax(1)
+            b = engine.run(align_faces(frame.image, moved, size)).argmax(1)
+            same += int(a[0] == b[0])
+            total += 1
+    det.close()
+    return same / max(1, total)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clip", default=str(default_clip()))
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: runtime's)")
+    ap.add_argument("--jitter", action="store_true", help="also measure the 1-px / 2-px crop-shift noise floor")
     args = ap.parse_args()
     if not Path(args.clip).is_file():
         print(f"edge_bench: clip not found: {args.clip} (set EMOSTREAM_DATA)", file=sys.stderr)
         return 2
     engine = load_engine("onnxruntime", DEFAULT_MODEL, threads=args.threads)
-    detectors = {(m, rt): FaceDetector(m, runtime=rt) for _, m, rt, _, _ in CONFIGS}
+    detectors = {(m, rt): FaceDetector(m, runtime=rt) for _, m, rt, *_ in CONFIGS}
     fps: dict[str, list[float]] = {name: [] for name, *_ in CONFIGS}
     stage_ms: dict[str, dict[str, float]] = {}
     decode: list[float] = []
@@ -68,10 +98,10 @@ def main() -> int:
     for rnd in range(args.rounds):
         n, t, sample = _decode_only(args.clip, None)
         decode.append(n / t)
-        for name, model, runtime, overlap, interval in CONFIGS:
+        for name, model, runtime, overlap, interval, tracker in CONFIGS:
             print(f"  round {rnd + 1}: {name}", file=sys.stderr, flush=True)
             analyzer = FrameAnalyzer(detectors[(model, runtime)], engine)
-            analyzer.interval = IntervalDetector(analyzer.detector, interval)
+            analyzer.interval = IntervalDetector(analyzer.detector, interval, tracker)
             for k, image in enumerate(sample[:5]):
                 analyzer.analyze(Frame(image, k, 0, "warmup"))
             r = _run_once(analyzer, args.clip, None, overlap)
@@ -88,19 +118,24 @@ def main() -> int:
     print(f"decode only: median {dec:.0f} frames/s (range {min(decode):.0f}-{max(decode):.0f}); "
           f"Haar cascade (fer's detector) {haar:.1f} ms/frame\n")
     print("| configuration | frames/s median (range) | / decode-only | vs main | detect / align / infer ms/frame "
-          "| frames with one face | label agreement vs default |")
+          "| frames with one face | label (smoothed) agreement vs every frame |")
     print("|:--|---:|---:|---:|---:|---:|---:|")
     base = statistics.median(fps[CONFIGS[0][0]])
     for name, *_ in CONFIGS:
         med = statistics.median(fps[name])
         ms = stage_ms[name]
-        agr = _agreement(ref["meanings"], runs[name]["meanings"])["label_agreement"]
+        agr = _agreement(ref["meanings"], runs[name]["meanings"])
         print(f"| {name} | {med:.0f} ({min(fps[name]):.0f}-{max(fps[name]):.0f}) | {med / dec:.2f} | "
               f"{med / base:.2f}x | {ms['detect']:.2f} / {ms['align']:.2f} / {ms['infer']:.2f} | "
-              f"{runs[name]['frames_one_face']}/{runs[name]['frames']} | {agr:.1%} |")
+              f"{runs[name]['frames_one_face']}/{runs[name]['frames']} | {agr['label_agreement']:.1%} "
+              f"({agr['smoothed_label_agreement']:.1%}) |")
+    if args.jitter:
+        print(f"\nnoise floor: crops shifted at random by up to 1 px / 2 px change the per-frame label on "
+              f"{1 - jitter_agreement(args.clip, engine, 1.0):.1%} / {1 - jitter_agreement(args.clip, engine, 2.0):.1%}"
+              " of faces (full range, every frame)")
     best = max(statistics.median(v) for v in fps.values())
-    print(f"\nHaar detection alone costs {haar:.1f} ms/frame: the default overlapped pipeline end to end is "
-          f"{haar * statistics.median(fps[REFERENCE]) / 1000:.1f}x cheaper, the fastest row "
+    print(f"\nHaar detection alone costs {haar:.1f} ms/frame: the default pipeline end to end is "
+          f"{haar * statistics.median(fps[DEFAULT]) / 1000:.1f}x cheaper, the fastest row "
           f"{haar * best / 1000:.1f}x")
     for d in detectors.values():
         d.close()

@@ -90,7 +90,8 @@ def main() -> int:
     ap.add_argument("--overlay", action="store_true", help="also encode an annotated mp4 per stream")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: runtime's)")
     ap.add_argument("--sequential", action="store_true", help="also run without the overlapped front thread")
-    ap.add_argument("--detect-interval", type=int, default=1, help="full detection every N frames (default 1)")
+    ap.add_argument("--detect-interval", type=int, default=5,
+                    help="full detection every N frames (default 5, as `emostream run`)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every configuration; median and range")
     args = ap.parse_args()
     if not Path(args.clip).is_file():
