@@ -3,6 +3,12 @@
 One ``affine_grid``/``grid_sample`` call does flip, rotation, scale and shift for the whole batch, which
 on a 2-core CPU is far cheaper than per-image OpenCV calls. Ranges are small on purpose: faces are
 already aligned crops, and large rotations or crops would teach the network poses the edge never sends.
+
+*Camera degradations* (off by default; ``--camera-aug`` turns on :data:`CAMERA`): a fraction of the faces
+gets blurred (focus, motion), shrunk and re-enlarged (a face 16-32 px across), sensor noise, or JPEG
+compression, the way an edge camera degrades a face that FER2013's web photos rarely show.
+``benchmarks/robustness.py`` measures what a model loses under the same kinds of damage. With every
+probability at 0 no random numbers are drawn for them, so older runs resume and reproduce bit for bit.
 """
 
 from __future__ import annotations
@@ -24,6 +30,19 @@ class AugmentConfig:
     contrast: float = 0.25
     erase_p: float = 0.4
     erase_area: tuple[float, float] = (0.02, 0.15)
+    #: Camera degradations: probability per face and range of each (see the module docstring).
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 2.0)
+    lowres_p: float = 0.0
+    lowres_side: tuple[int, int] = (16, 32)
+    noise_p: float = 0.0
+    noise_sigma: tuple[float, float] = (2 / 255, 20 / 255)
+    jpeg_p: float = 0.0
+    jpeg_quality: tuple[int, int] = (10, 60)
+
+
+#: The ``--camera-aug`` preset: each degradation on about one face in six.
+CAMERA = AugmentConfig(blur_p=0.15, lowres_p=0.15, noise_p=0.15, jpeg_p=0.15)
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -50,6 +69,68 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     out = ((out - mean) * c + mean + b).clamp(0, 1)
     if cfg.erase_p > 0:
         out = _random_erase(out, cfg, gen)
+    if cfg.blur_p > 0:
+        out = _blur(out, cfg, gen)
+    if cfg.lowres_p > 0:
+        out = _lowres(out, cfg, gen)
+    if cfg.noise_p > 0:
+        sel = (torch.rand(n, generator=gen) < cfg.noise_p).view(n, 1, 1, 1)
+        sigma = cfg.noise_sigma[0] + torch.rand(n, 1, 1, 1, generator=gen) * (cfg.noise_sigma[1] - cfg.noise_sigma[0])
+        noise = torch.randn(x.shape, generator=gen) * sigma * sel
+        out = (out + noise.to(x.device)).clamp(0, 1)
+    if cfg.jpeg_p > 0:
+        out = _jpeg(out, cfg, gen)
+    return out
+
+
+def _blur(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian blur of a random sigma on the selected faces: one separable depthwise conv for the batch."""
+    n = x.shape[0]
+    sel = torch.rand(n, generator=gen) < cfg.blur_p
+    sigma = cfg.blur_sigma[0] + torch.rand(n, generator=gen) * (cfg.blur_sigma[1] - cfg.blur_sigma[0])
+    if not bool(sel.any()):
+        return x
+    r = int(math.ceil(3 * cfg.blur_sigma[1]))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t.view(1, -1) / sigma.view(-1, 1)) ** 2)
+    k = (k / k.sum(1, keepdim=True)).to(x.device)  # (n, 2r+1): one kernel per face
+    y = x.transpose(0, 1)  # (1, n, h, w): faces as channels of one image -> grouped conv
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k.view(n, 1, 1, -1), groups=n)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(n, 1, -1, 1), groups=n)
+    return torch.where(sel.view(n, 1, 1, 1).to(x.device), y.transpose(0, 1).clamp(0, 1), x)
+
+
+def _lowres(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Shrink the selected faces to a random side (area average) and bring them back (bilinear)."""
+    n, _, h, w = x.shape
+    sel = torch.rand(n, generator=gen) < cfg.lowres_p
+    sides = torch.randint(cfg.lowres_side[0], cfg.lowres_side[1] + 1, (n,), generator=gen)
+    out = x.clone()
+    for side in sides[sel].unique().tolist():  # a handful of sizes per batch
+        idx = torch.nonzero(sel & (sides == side)).flatten().to(x.device)
+        small = F.interpolate(x[idx], size=(side, side), mode="area")
+        out[idx] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return out
+
+
+def _jpeg(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """JPEG round trip at a random quality for the selected faces (OpenCV, on the CPU: a few per batch)."""
+    import cv2
+    import numpy as np
+
+    n = x.shape[0]
+    sel = torch.rand(n, generator=gen) < cfg.jpeg_p
+    quality = torch.randint(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (n,), generator=gen)
+    idx = torch.nonzero(sel).flatten()
+    if len(idx) == 0:
+        return x
+    faces = (x[idx.to(x.device)].detach().cpu().squeeze(1).numpy() * 255).round().astype(np.uint8)
+    back = []
+    for face, q in zip(faces, quality[idx].tolist()):
+        ok, buf = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+        back.append(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
+    out = x.clone()
+    out[idx.to(x.device)] = torch.from_numpy(np.stack(back)).float().div(255).unsqueeze(1).to(x.device)
     return out
 
 

@@ -228,6 +228,9 @@ def _common(p: argparse.ArgumentParser, arch: str, epochs: int, out: str) -> Non
                    help="where to train: auto (default) = cuda when available; model, teachers, batches and "
                         "augmentation all move there; checkpoints are saved with CPU tensors")
     p.add_argument("--no-bf16", action="store_true", help="on CUDA, plain fp32 instead of bf16 autocast")
+    p.add_argument("--camera-aug", action="store_true",
+                   help="also degrade faces as cameras do (blur, low resolution, noise, JPEG; each on ~15%% of "
+                        "faces): robustness beyond FER2013's web photos, measured by benchmarks/robustness.py")
 
 
 def default_lr(batch_size: int) -> float:
@@ -238,6 +241,7 @@ def default_lr(batch_size: int) -> float:
 def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temperature: float) -> int:
     import numpy as np
 
+    from emostream.training.augment import CAMERA, AugmentConfig
     from emostream.training.data import load_fer_data
     from emostream.training.loop import TrainConfig, resolve_device, train
     from emostream.training.models import build_model
@@ -261,12 +265,14 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, alpha=alpha,
                       temperature=temperature, seed=args.seed, threads=args.threads,
-                      time_budget_s=args.time_budget, device=str(device), bf16=not args.no_bf16)
+                      time_budget_s=args.time_budget, device=str(device), bf16=not args.no_bf16,
+                      augment=CAMERA if args.camera_aug else AugmentConfig())
     precision = "bf16 autocast" if device.type == "cuda" and cfg.bf16 else "fp32"
     print(f"emostream: {args.arch} on {device} ({precision}), {len(train_ds):,} train / {len(val_ds):,} val faces, "
           f"batch {cfg.batch_size}, peak lr {lr:g}", flush=True)
     meta = {"arch": args.arch, "labels": list(train_ds.names), "input_size": 48,
-            "teachers": [str(p) for p in teachers_ckpts], "init": str(init) if init else None}
+            "teachers": [str(p) for p in teachers_ckpts], "init": str(init) if init else None,
+            "camera_aug": bool(args.camera_aug)}
     best = train(model, train_ds, val_ds, cfg, args.out, teachers=teachers, extra_meta=meta,
                  progress=not args.no_progress)
     print(f"done: {args.arch} best epoch {best['epoch']} val_acc {best['accuracy']:.4f} "

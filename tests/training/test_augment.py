@@ -35,3 +35,40 @@ def test_identity_config_keeps_images(data_file):
     x = _faces(data_file)
     cfg = AugmentConfig(flip=0.0, rotate_deg=0, scale=(1.0, 1.0), shift=0, brightness=0, contrast=0, erase_p=0)
     assert torch.allclose(augment_batch(x, cfg, torch.Generator().manual_seed(0)), x, atol=1e-5)
+
+
+_IDENTITY = dict(flip=0.0, rotate_deg=0, scale=(1.0, 1.0), shift=0, brightness=0, contrast=0, erase_p=0)
+
+
+def _high_freq(x: torch.Tensor) -> float:
+    """Mean absolute Laplacian: what blur, low resolution and JPEG remove, and noise adds."""
+    lap = x[..., 1:-1, 1:-1] * 4 - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
+    return float(lap.abs().mean())
+
+
+def test_camera_degradations_do_what_they_say(data_file):
+    from dataclasses import replace
+
+    x = _faces(data_file)
+    base = AugmentConfig(**_IDENTITY)
+    sharp = _high_freq(x)
+    for field, lower in [("blur_p", True), ("lowres_p", True), ("jpeg_p", True), ("noise_p", False)]:
+        cfg = replace(base, **{field: 1.0})
+        a = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+        b = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+        assert torch.equal(a, b), field  # deterministic per seed
+        assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1, field
+        assert (_high_freq(a) < 0.9 * sharp) if lower else (_high_freq(a) > 1.1 * sharp), field
+        # The face is still there: degraded, not replaced.
+        assert torch.corrcoef(torch.stack([a.flatten(), x.flatten()]))[0, 1] > 0.8, field
+
+
+def test_camera_preset_touches_some_faces_not_all(data_file):
+    from emostream.training.augment import CAMERA
+
+    x = _faces(data_file)
+    cfg = AugmentConfig(**_IDENTITY, blur_p=CAMERA.blur_p, lowres_p=CAMERA.lowres_p, noise_p=CAMERA.noise_p,
+                        jpeg_p=CAMERA.jpeg_p)
+    out = augment_batch(x, cfg, torch.Generator().manual_seed(0))
+    changed = ((out - x).abs().flatten(1).max(1).values > 1e-4).float().mean()
+    assert 0.2 < changed < 0.9  # each of 4 kinds on ~15 % of faces: about half the batch
