@@ -127,10 +127,10 @@ class DetectorOptions:
     detect_interval: int = option(
         "--detect-interval", default=5, type=int, metavar="N",
         help="full-frame face detection every N frames per stream (1..30); in between, known faces are "
-             "carried by optical flow (a face that is lost, doubtful or alone with no face known gets a full "
-             "detection at once; a face that joins others is found up to N-1 frames late). Default "
-             "%(default)s: 1.8x the frames/s of N=1 with labels agreeing as closely as a 1-px crop shift; "
-             "1 = every frame; `emostream bench` measures both")
+             "carried by optical flow. A lost or doubtful face, or a frame with no known face, gets a full "
+             "detection at once; a face joining others is found up to N-1 frames late. Default %(default)s: "
+             "~1.4x the frames/s of 1 (every frame), labels within the noise of a 1-px crop shift; "
+             "`emostream bench` measures both")
     interval_tracker: str = option(
         "--interval-tracker", default="flow", choices=INTERVAL_TRACKERS,
         help="how faces are carried between full detections: flow (optical flow of the face, default) or "
