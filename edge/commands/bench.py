@@ -172,7 +172,7 @@ def bench(args: argparse.Namespace) -> int:
             sparse = _run_once(analyzer, args.source, args.frames, overlap=True)
             sparse["tracker"] = args.interval_tracker
             sparse["full_detections"] = analyzer.interval.full_detections
-            sparse["region_detections"] = analyzer.interval.roi_detections
+            sparse["faces_carried"] = analyzer.interval.roi_detections
             sparse["redetections"] = analyzer.interval.redetections
             sparse["vs_every_frame"] = _agreement(over["meanings"], sparse["meanings"])
         live = None
@@ -246,7 +246,7 @@ def _print_report(result: dict[str, Any], haar: float) -> None:
         vs = sparse["vs_every_frame"]
         print(f"{'interval ' + str(result['detect_interval']):<14}{1000 / sparse['fps']:>10.2f}   = "
               f"{sparse['fps']:.1f} frames/s overlapped, full detection every {result['detect_interval']} frames "
-              f"({sparse['full_detections']} full, {sparse['region_detections']} faces carried by "
+              f"({sparse['full_detections']} full, {sparse['faces_carried']} faces carried by "
               f"{sparse['tracker']}, {sparse['redetections']} full detections forced by a lost face)")
         print(f"  what it changes: {sparse['frames_one_face']} frames with exactly one face (every-frame detection: "
               f"{every['frames_one_face']}), {sparse['faces']} faces ({every['faces']}); per-frame label agreement "
