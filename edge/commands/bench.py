@@ -47,19 +47,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=bench)
 
 
-def _decode_only(uri: str, limit: int | None) -> tuple[int, float, list[np.ndarray]]:
-    """Baseline 1: GStreamer decode + RGB conversion alone. Keeps a few frames for the Haar baseline."""
+def _cpu_seconds() -> float:
+    """CPU time of this process, all threads (GStreamer's decoder threads included)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _decode_only(uri: str, limit: int | None, cpu: dict | None = None) -> tuple[int, float, list[np.ndarray]]:
+    """Baseline 1: GStreamer decode + RGB conversion alone. Keeps a few frames for the Haar baseline.
+
+    ``cpu``, when given, receives the CPU milliseconds per frame and the cores kept busy on average.
+    """
     kept: list[np.ndarray] = []
     n = 0
     with open_source(uri) as src:
-        start = time.perf_counter()  # opening (preroll) is start-up cost, not throughput
+        start, cpu0 = time.perf_counter(), _cpu_seconds()  # opening (preroll) is start-up cost, not throughput
         for frame in src:
             if n % 8 == 0 and len(kept) < 64:
                 kept.append(frame.image)
             n += 1
             if limit and n >= limit:
                 break
-        elapsed = time.perf_counter() - start
+        elapsed, used = time.perf_counter() - start, _cpu_seconds() - cpu0
+    if cpu is not None and n and elapsed:
+        cpu.update(cpu_ms_per_frame=round(1000 * used / n, 3), cores_busy=round(used / elapsed, 2))
     return n, elapsed, kept
 
 
@@ -102,12 +115,12 @@ def _run_once(analyzer: Any, uri: str, limit: int | None, overlap: bool,
 
     src = open_source(uri, stream=stream)
     fps = src.fps
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
     try:
         [result] = run_streams(analyzer, [src], write, max_frames=limit, overlap=overlap)
     finally:
         devnull.close()
-    wall = time.perf_counter() - start
+    wall, used = time.perf_counter() - start, _cpu_seconds() - cpu0
     frames = result.frames
     lat = np.array(result.latency_s, np.float64) * 1000.0
     return {
@@ -121,6 +134,8 @@ def _run_once(analyzer: Any, uri: str, limit: int | None, overlap: bool,
         "ms_per_frame": {s: round(timer.ms_per(s, frames), 3) for s in STAGES[1:]},
         "ms_per_frame_write": round(1000 * t_serialise / frames, 3) if frames else 0.0,
         "ms_per_face_infer": round(timer.ms_per("infer", result.faces), 3),
+        "cpu_ms_per_frame": round(1000 * used / frames, 3) if frames else None,
+        "cores_busy": round(used / wall, 2) if wall else None,
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
         "meanings": meanings,
@@ -147,7 +162,8 @@ def bench(args: argparse.Namespace) -> int:
     from emostream.engines.emotion import load_engine
     from emostream.streams import Frame
 
-    n_decode, t_decode, sample = _decode_only(args.source, args.frames)
+    decode_cpu: dict[str, float] = {}
+    n_decode, t_decode, sample = _decode_only(args.source, args.frames, decode_cpu)
     from emostream.edge.interval import IntervalDetector
     from emostream.edge.multistream import StreamConfigError
 
@@ -205,6 +221,7 @@ def bench(args: argparse.Namespace) -> int:
         "overlap_speedup": round(over["fps"] / seq_fps, 3) if seq_fps else None,
         "source_fps": over["source_fps"],
         "baseline_decode_only_fps": dec_fps,
+        "baseline_decode_only_cpu": decode_cpu,
         "ratio_to_decode_only": round(head["fps"] / dec_fps, 3) if dec_fps and head["fps"] else None,
         "detect_interval": args.detect_interval,
         "baseline_haar_detect_ms": round(haar, 3),
@@ -257,6 +274,13 @@ def _print_report(result: dict[str, Any], haar: float) -> None:
     print(f"records overlapped vs sequential: {agr['frames_identical']}/{agr['frames']} frames identical "
           f"(box to 1 px, label, track, smoothed label)" + ("" if agr["identical"] else "  <- DIFFERENT"))
     print(f"infer per face: {result['ms_per_face_infer']:.3f} ms")
+    head = sparse or every
+    dcpu = result["baseline_decode_only_cpu"]
+    if dcpu and head.get("cpu_ms_per_frame"):
+        print(f"CPU time (all threads): decode only {dcpu['cpu_ms_per_frame']:.2f} ms/frame "
+              f"({dcpu['cores_busy']:.2f} of {result['cpus']} cores busy); the pipeline "
+              f"{head['cpu_ms_per_frame']:.2f} ms/frame ({head['cores_busy']:.2f} cores busy): frames/s is "
+              f"bounded by about {result['cpus'] * 1000 / head['cpu_ms_per_frame']:.0f} on this machine")
     print("baselines measured in this run:")
     dec = result["baseline_decode_only_fps"]
     print(f"  decode only (GStreamer -> RGB numpy): {dec:.1f} frames/s; the pipeline runs at "

@@ -39,6 +39,9 @@ def test_bench_compares_overlap_interval_and_live_latency(data_file):
     assert sparse["tracker"] == "flow" and sparse["faces_carried"] > 0  # the default way of carrying faces
     assert 0 <= sparse["vs_every_frame"]["label_agreement"] <= 1
     assert 0 <= sparse["vs_every_frame"]["smoothed_label_agreement"] <= 1
+    # CPU accounting (all threads) for the baseline and the pipeline: what bounds frames/s on a small CPU.
+    assert r["baseline_decode_only_cpu"]["cpu_ms_per_frame"] > 0 and r["baseline_decode_only_cpu"]["cores_busy"] > 0
+    assert sparse["cpu_ms_per_frame"] > r["baseline_decode_only_cpu"]["cpu_ms_per_frame"]  # it decodes too
     live = r["live"]
     assert live["frames"] + live["dropped"] >= 25
     assert 0 < live["latency_ms_p50"] <= live["latency_ms_p99"]
