@@ -6,7 +6,7 @@ alignment comes from the eye and mouth keypoints; a stale box would crop a movin
 ways of carrying are offered:
 
 * ``flow`` (default, :mod:`edge.flow`): the face's own motion by sparse optical flow moves the last full
-  detection's box and keypoints (~0.2-0.5 ms a face against ~4-5 ms for a full-range detection of a
+  detection's box and keypoints (~0.5 ms a face against ~4-5 ms for a full-range detection of a
   640x360 frame on the README's CPU);
 * ``region``: a short-range BlazeFace pass on a square region of ``ROI_SCALE`` times the box side around
   each face (fresh keypoints and scores; ~1-2 ms a face).
@@ -36,8 +36,9 @@ from emostream.edge.faces import FaceDetector, FaceDetectorError, Faces, _clip_b
 ROI_SCALE = 2.0
 #: Above this many faces one full-frame detection costs less than a region pass per face.
 MAX_ROI_FACES = 3
-#: Flow tracks each face for ~0.1-0.3 ms; beyond this many a full detection is as cheap and finds newcomers.
-MAX_FLOW_FACES = 12
+#: Flow costs ~0.5 ms a face (5 faces of ~100 px in multi_face.jpg: 2.4 ms; a full-range detection of that
+#: 1000x667 photo: 4.4 ms), so beyond this many a full detection is as cheap and also finds newcomers.
+MAX_FLOW_FACES = 8
 #: Faces scored below this are not carried: the next frame gets a full detection again. A doubtful
 #: detection (most false positives score just above the threshold) must not be copied onto N frames.
 MIN_CARRY_SCORE = 0.7
