@@ -62,6 +62,9 @@ class Analyzer:
     ``"tensorrt"``; ``color``: the default channel order of the images you pass -- ``"rgb"``
     (the default: what :func:`emostream.open_source`, PIL and MediaPipe give) or ``"bgr"`` (OpenCV's
     ``cv2.imread`` / ``VideoCapture``). ``track=True`` treats consecutive calls as one video stream.
+    ``detect_interval``: full detection every N calls, faces carried by optical flow in between (see
+    ``emostream run --detect-interval``); by default the CLI's (5) with ``track=True`` -- consecutive
+    frames of one video -- and 1 without, because unrelated images must each be searched whole.
     Not thread-safe: one Analyzer per thread.
     """
 
@@ -77,6 +80,7 @@ class Analyzer:
         color: Color = "rgb",
         track: bool = False,
         fps: float = 30.0,
+        detect_interval: int | None = None,
     ) -> None:
         from emostream.edge.faces import FaceDetector
         from emostream.edge.pipeline import FrameAnalyzer
@@ -86,9 +90,12 @@ class Analyzer:
             raise AnalyzerError(f"color must be 'rgb' or 'bgr', got {color!r}")
         self.color: Color = color
         self.fps = float(fps)
+        if detect_interval is None:
+            detect_interval = DetectorOptions.detect_interval if track else 1
         face_detector = FaceDetector(model=detector, min_score=min_score)
         try:
-            self._analyzer = FrameAnalyzer(face_detector, load_engine(engine, model, threads=threads, tta=tta))
+            self._analyzer = FrameAnalyzer(face_detector, load_engine(engine, model, threads=threads, tta=tta),
+                                           detect_interval=detect_interval)
         except BaseException:
             face_detector.close()
             raise

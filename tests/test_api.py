@@ -104,3 +104,11 @@ def test_tracking_over_video_frames_from_open_source(data_file):
     ids = {int(b.track_ids[0]) for b in batches[1:] if len(b)}
     assert len(ids) == 1 and ids != {-1}
     assert batches[-1].smoothed_labels[0] in a.labels
+    # A video gets the CLI's detection interval (faces carried by flow between full detections) ...
+    assert a._analyzer.interval.interval == 5 and a._analyzer.interval.full_detections < 30
+    assert all(len(b) == 1 for b in batches)
+
+
+def test_unrelated_images_are_each_searched_whole(analyzer):
+    """Without tracking, calls are unrelated photos: every call gets a full detection."""
+    assert analyzer._analyzer.interval.interval == 1
