@@ -28,8 +28,12 @@ DEVICE=${DEVICE:-cuda}                      # cpu only to rehearse the script he
 LIMIT=${LIMIT:-0}                           # > 0: train on a seeded sample of N faces (rehearsals)
 ALPHA=${ALPHA:-0.5}
 TEMPERATURE=${TEMPERATURE:-2}
+STUDENT_ARCH=${STUDENT_ARCH:-student}       # or student_l: widened from STUDENT_INIT by Net2WiderNet
+CAMERA_AUG=${CAMERA_AUG:-0}                 # 1: --camera-aug for teacher and student (blur, low-res, noise, JPEG)
 
 fail() { echo "gpu_distill: error: $*" >&2; exit 2; }
+aug=()
+case $CAMERA_AUG in 0) ;; 1) aug=(--camera-aug) ;; *) fail "CAMERA_AUG must be 0 or 1, got $CAMERA_AUG" ;; esac
 say() { echo "gpu_distill: $(date -u +%H:%M:%S) $*"; }
 
 [[ -f $PACK ]] || fail "pack not found: $PACK (run \`emostream pack-fer -o $PACK\` here and carry its folder)"
@@ -59,7 +63,7 @@ fi
 say "teacher: --arch $TEACHER_ARCH, $TEACHER_EPOCHS epochs max, budget ${TEACHER_BUDGET}s, batch $BATCH, lr $TEACHER_LR"
 emostream train teacher --arch "$TEACHER_ARCH" --data "$PACK" --device "$DEVICE" --limit "$LIMIT" --batch-size "$BATCH" \
     --lr "$TEACHER_LR" --epochs "$TEACHER_EPOCHS" --time-budget "$TEACHER_BUDGET" --threads 4 --no-progress \
-    --out "$WORK/teacher"
+    "${aug[@]}" --out "$WORK/teacher"
 cp "$WORK/teacher/log.jsonl" "$OUT/teacher/log.jsonl"
 # Return the teacher's weights in fp16 (half the size; they load into the fp32 network unchanged in shape).
 "$PY" -c "import torch; c = torch.load('$WORK/teacher/best.pt', map_location='cpu', weights_only=False); \
@@ -70,10 +74,11 @@ say "teacher done: $(tail -n 1 "$WORK/teacher/log.jsonl")"
 init=()
 if [[ $STUDENT_INIT != scratch ]]; then init=(--init "$STUDENT_INIT"); fi
 lr=${STUDENT_LR:-$([[ $STUDENT_INIT == scratch ]] && echo 0.4 || echo 0.2)}
-say "student: init ${STUDENT_INIT}, KD alpha $ALPHA T $TEMPERATURE, budget ${STUDENT_BUDGET}s, batch $BATCH, lr $lr"
-emostream distill --arch student --data "$PACK" --device "$DEVICE" --limit "$LIMIT" --teacher "$WORK/teacher/best.pt" "${init[@]}" \
+say "student: --arch $STUDENT_ARCH, init ${STUDENT_INIT}, KD alpha $ALPHA T $TEMPERATURE, budget ${STUDENT_BUDGET}s, \
+batch $BATCH, lr $lr, camera aug $CAMERA_AUG"
+emostream distill --arch "$STUDENT_ARCH" --data "$PACK" --device "$DEVICE" --limit "$LIMIT" --teacher "$WORK/teacher/best.pt" "${init[@]}" \
     --alpha "$ALPHA" --temperature "$TEMPERATURE" --batch-size "$BATCH" --lr "$lr" --epochs "$STUDENT_EPOCHS" \
-    --time-budget "$STUDENT_BUDGET" --threads 4 --no-progress --out "$WORK/student"
+    --time-budget "$STUDENT_BUDGET" --threads 4 --no-progress "${aug[@]}" --out "$WORK/student"
 cp "$WORK/student/best.pt" "$WORK/student/log.jsonl" "$OUT/student/"
 say "student done -> $OUT/student/best.pt (calibrate only if its val accuracy beats the shipped 0.6654)"
 rm -rf "$NS"

@@ -55,10 +55,18 @@ def test_without_cuda_fails_clearly(tmp_path, small_pack):
     assert "gpu_distill: error: CUDA is not available" in done.stderr.strip().splitlines()[-1]
 
 
+def test_bad_camera_aug_is_one_line(tmp_path, small_pack):
+    done = _run(tmp_path, PACK=str(small_pack), CAMERA_AUG="yes")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "gpu_distill: error: CAMERA_AUG must be 0 or 1, got yes"
+
+
 def test_cpu_rehearsal_writes_what_comes_back(tmp_path, small_pack):
-    """The whole script on the CPU with tiny budgets: teacher (fp16 return copy), distilled student, logs."""
+    """The whole script on the CPU with tiny budgets: teacher (fp16 return copy), distilled student, logs;
+    the student widened into student_l and both trained with camera degradations."""
     done = _run(tmp_path, PACK=str(small_pack), DEVICE="cpu", LIMIT="32", TEACHER_ARCH="teacher_s",
-                TEACHER_EPOCHS="1", STUDENT_EPOCHS="1", TEACHER_BUDGET="30", STUDENT_BUDGET="30", BATCH="16")
+                TEACHER_EPOCHS="1", STUDENT_EPOCHS="1", TEACHER_BUDGET="30", STUDENT_BUDGET="30", BATCH="16",
+                STUDENT_ARCH="student_l", CAMERA_AUG="1")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "out"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
@@ -70,8 +78,10 @@ def test_cpu_rehearsal_writes_what_comes_back(tmp_path, small_pack):
     net = load_checkpoint_model(out / "teacher" / "best.pt")  # fp16 weights load into the fp32 network
     assert next(net.parameters()).dtype == torch.float32
     student = load_checkpoint(out / "student" / "best.pt")
-    assert student["arch"] == "student" and student["init"] == "student"
+    assert student["arch"] == "student_l" and student["init"] == "student" and student["camera_aug"] is True
+    assert load_checkpoint(out / "teacher" / "best.pt")["camera_aug"] is True
     assert student["teachers"] == [str(tmp_path / "work" / "teacher" / "best.pt")]
     log = (out / "gpu_distill.log").read_text()
     assert "teacher done" in log and "student done" in log and "on cpu (fp32)" in log
+    assert "student widened into student_l" in log
     assert len(load_fer_pack(small_pack, "val")) == 42
