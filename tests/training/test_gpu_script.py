@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from emostream.training.data import load_fer_pack, pack_fer
+from emostream.training.loop import bf16_native
 from emostream.training.models import load_checkpoint, load_checkpoint_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,6 +83,7 @@ def test_cpu_rehearsal_writes_what_comes_back(tmp_path, small_pack):
     assert load_checkpoint(out / "teacher" / "best.pt")["camera_aug"] is True
     assert student["teachers"] == [str(tmp_path / "work" / "teacher" / "best.pt")]
     log = (out / "gpu_distill.log").read_text()
-    assert "teacher done" in log and "student done" in log and "on cpu (fp32)" in log
+    precision = "bf16 autocast" if bf16_native() else "fp32"
+    assert "teacher done" in log and "student done" in log and f"on cpu ({precision})" in log
     assert "student widened into student_l" in log
     assert len(load_fer_pack(small_pack, "val")) == 42

@@ -76,3 +76,32 @@ def test_time_budget_stops_with_the_lr_annealed(easy_data, tmp_path):
     train(build_model("student"), tr, va, cfg, tmp_path, progress=False, log=lambda _: None)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["lr"] < 1e-6
+
+
+def test_bf16_autocast_only_where_the_cpu_has_it():
+    """bf16 on the CPU pays only with AVX512-BF16/AMX; elsewhere it is emulated, slower than fp32."""
+    from emostream.training.loop import autocast_bf16, bf16_native
+
+    cpu = torch.device("cpu")
+    assert autocast_bf16(cpu, True) == bf16_native()
+    assert autocast_bf16(cpu, False) is False
+    assert autocast_bf16(torch.device("cuda"), True) is True  # the decision only; no GPU needed
+    flags = open("/proc/cpuinfo").read()
+    assert bf16_native() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_no_bf16_trains_in_fp32_where_bf16_is_the_default(easy_data, tmp_path):
+    """``--no-bf16`` on a CPU with native bf16: the fp32 path (what AVX2-only CPUs always run) still learns.
+    (Elsewhere every run, the first test's included, is fp32 already.)"""
+    from dataclasses import replace
+
+    from emostream.training.loop import bf16_native
+
+    if not bf16_native():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX): every run here is fp32 already")
+    torch.manual_seed(0)
+    tr, va = easy_data
+    best = train(build_model("student"), tr, va, replace(_cfg(4), bf16=False), tmp_path, progress=False,
+                 log=lambda _: None, extra_meta={"arch": "student", "labels": list(tr.names), "input_size": 48})
+    majority = max(np.mean(va.labels == i) for i in np.unique(va.labels))
+    assert best["accuracy"] > majority + 0.1, (best, majority)
