@@ -186,11 +186,14 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
     start_epoch, best, elapsed0 = 0, {"accuracy": -1.0}, 0.0
     total_steps = cfg.epochs * steps_per_epoch
     last = out / "last.pt"
+    use_bf16 = autocast_bf16(device, cfg.bf16)
+    precision = "bf16 autocast" if use_bf16 else "fp32"
     if last.is_file():
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         if ckpt.get("config", {}).get("epochs") != cfg.epochs:
             raise TrainingError(f"{last} was made with epochs={ckpt['config'].get('epochs')}, "
                                 f"not {cfg.epochs}; use the same arguments to resume or a new --out")
+        _check_resume(last, ckpt, cfg, precision)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -199,7 +202,6 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
     # The whole uint8 train set lives on the device (28,709 faces = 66 MB), so a step never waits for a copy.
     images = torch.from_numpy(train_ds.images).to(device)
     labels = torch.from_numpy(train_ds.labels).to(device)
-    use_bf16 = autocast_bf16(device, cfg.bf16)
     run_start = time.time() - elapsed0
     done = False
     for epoch in range(start_epoch, cfg.epochs):
@@ -246,12 +248,12 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
         if ev.accuracy > best["accuracy"]:
             best = {"epoch": epoch + 1, "accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "nll": ev.nll,
                     "per_class_recall": ev.per_class_recall}
-            torch.save({"model": cpu_state(model.state_dict()), "metrics": best, "config": _cfg_dict(cfg),
+            torch.save({"model": cpu_state(model.state_dict()), "metrics": best, "config": _cfg_dict(cfg, precision),
                         **(extra_meta or {})}, out / "best.pt")
         torch.save({"model": cpu_state(model.state_dict()), "optimizer": cpu_state(opt.state_dict()),
                     "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best,
                     "elapsed_s": time.time() - run_start,
-                    "config": _cfg_dict(cfg), **(extra_meta or {})},
+                    "config": _cfg_dict(cfg, precision), **(extra_meta or {})},
                    out / "last.tmp")
         (out / "last.tmp").replace(last)
         with (out / "log.jsonl").open("a") as fh:
@@ -271,5 +273,26 @@ def one_cycle_lr(progress: float, max_lr: float, pct_start: float = 0.15, div: f
     return end + (max_lr - end) * (1 + math.cos(math.pi * q)) / 2
 
 
-def _cfg_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
+def _cfg_dict(cfg: TrainConfig, precision: str | None = None) -> dict:
+    d = asdict(cfg)
+    if precision is not None:
+        d["precision"] = precision  # what the steps really ran in (bf16 depends on the CPU, not only on cfg)
+    return d
+
+
+def _check_resume(last: Path, ckpt: dict, cfg: TrainConfig, precision: str) -> None:
+    """A resumed run must continue what was started: same augmentation, same precision of the steps.
+
+    (Checkpoints written before these were recorded carry no ``precision``; that one is then not checked.)
+    """
+    old = ckpt.get("config", {})
+    if "augment" in old:
+        # Fields added since the checkpoint was written count as their defaults (off), as they ran then.
+        was = {**asdict(AugmentConfig()), **old["augment"]}
+        now = asdict(cfg.augment)
+        if {k: tuple(v) if isinstance(v, list) else v for k, v in was.items()} != now:
+            raise TrainingError(f"{last} was made with other augmentation (--camera-aug given once and not the "
+                                "other time?); use the same arguments to resume or a new --out")
+    if old.get("precision") not in (None, precision):
+        raise TrainingError(f"{last} was trained in {old['precision']}, this run would use {precision} "
+                            "(--no-bf16, or another CPU); use the same arguments and machine kind or a new --out")

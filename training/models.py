@@ -126,6 +126,9 @@ def widen_state(state: dict[str, torch.Tensor], src_arch: str, dst_arch: str, nu
     those shares (``noise`` x their scale, summing to zero over the copies) breaks the copies' symmetry
     without changing the function. Stages must have the same number of convs and may only grow.
     """
+    unknown = [a for a in (src_arch, dst_arch) if a not in ARCHS]
+    if unknown:
+        raise CheckpointError(f"cannot widen: unknown architecture {unknown[0]!r}; known: {', '.join(ARCHS)}")
     src, dst = ARCHS[src_arch]["stages"], ARCHS[dst_arch]["stages"]
     if len(src) != len(dst) or any(ns != nd or cd < cs for (cs, ns), (cd, nd) in zip(src, dst, strict=True)):
         raise CheckpointError(f"cannot widen {src_arch!r} {list(src)} into {dst_arch!r} {list(dst)}: "

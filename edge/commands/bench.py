@@ -190,6 +190,7 @@ def bench(args: argparse.Namespace) -> int:
             sparse["full_detections"] = analyzer.interval.full_detections
             sparse["faces_carried"] = analyzer.interval.roi_detections
             sparse["redetections"] = analyzer.interval.redetections
+            sparse["doubtful_detections"] = analyzer.interval.doubtful_detections
             sparse["vs_every_frame"] = _agreement(over["meanings"], sparse["meanings"])
         live = None
         if args.live_seconds > 0:
@@ -264,7 +265,8 @@ def _print_report(result: dict[str, Any], haar: float) -> None:
         print(f"{'interval ' + str(result['detect_interval']):<14}{1000 / sparse['fps']:>10.2f}   = "
               f"{sparse['fps']:.1f} frames/s overlapped, full detection every {result['detect_interval']} frames "
               f"({sparse['full_detections']} full, {sparse['faces_carried']} faces carried by "
-              f"{sparse['tracker']}, {sparse['redetections']} full detections forced by a lost face)")
+              f"{sparse['tracker']}; full detections forced: {sparse['redetections']} by a lost face, "
+              f"{sparse['doubtful_detections']} by a doubtful one)")
         print(f"  what it changes: {sparse['frames_one_face']} frames with exactly one face (every-frame detection: "
               f"{every['frames_one_face']}), {sparse['faces']} faces ({every['faces']}); per-frame label agreement "
               f"{vs['label_agreement']:.1%}, smoothed {vs['smoothed_label_agreement']:.1%}; "

@@ -85,6 +85,23 @@ def test_doubtful_faces_are_not_carried(detector, data_file) -> None:
     for i, rgb in enumerate(frames):
         assert len(strict.detect(rgb, "s", i)) == 1
     assert strict.full_detections == len(frames) and strict.roi_detections == 0
+    assert strict.doubtful_detections == len(frames) - 1  # all but the stream's first frame
+
+
+def test_flow_tracks_from_its_own_copy_of_the_frame(detector, data_file) -> None:
+    """A caller that reuses one buffer (the Python API passes the user's array through) must not make flow
+    compare a frame with itself: the carried face still follows the motion."""
+    frames = video_frames(data_file("video/WolfgangLanger_Pexels.mp4"), every=1, limit=60)
+    base = frames[0]
+    shifted = [np.ascontiguousarray(np.roll(base, 4 * k, axis=1)) for k in range(5)]  # 4 px a frame
+    buf = np.empty_like(base)
+    sparse = IntervalDetector(detector, 5)
+    xs = []
+    for k, img in enumerate(shifted):
+        buf[:] = img
+        xs.append(float(sparse.detect(buf, "reused", k).boxes[0, 0]))
+    assert sparse.full_detections == 1
+    assert np.allclose(np.diff(xs), 4.0, atol=0.5), xs
 
 
 def test_unknown_tracker_is_a_clear_error(detector) -> None:

@@ -28,7 +28,8 @@ def test_widened_student_gives_the_same_answers_on_real_faces(data_file):
     assert not torch.equal(other["head.weight"], widen_state(ckpt["model"], "student", "student_l")["head.weight"])
 
 
-@pytest.mark.parametrize(("src", "dst"), [("student_l", "student"), ("student", "teacher_s")])
+@pytest.mark.parametrize(("src", "dst"), [("student_l", "student"), ("student", "teacher_s"),
+                                          ("student", "resnet50")])
 def test_widening_refuses_what_is_not_a_widening(src, dst):
     state = build_model(src).state_dict()
     with pytest.raises(CheckpointError, match="cannot widen"):

@@ -61,6 +61,19 @@ def test_resume_continues_and_refuses_other_schedule(easy_data, tmp_path):
     assert messages and messages[0].startswith("resumed") and len(messages) == 1  # nothing left to do
     with pytest.raises(TrainingError, match="epochs=2"):
         train(build_model("student"), small_tr, va, _cfg(3), tmp_path, progress=False, log=lambda _: None)
+    # Nor another augmentation or precision half-way (a resumed run must continue what was started).
+    from dataclasses import replace
+
+    from emostream.training.augment import CAMERA
+    from emostream.training.loop import bf16_native
+
+    camera = replace(_cfg(2), augment=replace(_cfg(2).augment, blur_p=CAMERA.blur_p, jpeg_p=CAMERA.jpeg_p))
+    with pytest.raises(TrainingError, match="other augmentation"):
+        train(build_model("student"), small_tr, va, camera, tmp_path, progress=False, log=lambda _: None)
+    if bf16_native():
+        with pytest.raises(TrainingError, match="trained in bf16 autocast, this run would use fp32"):
+            train(build_model("student"), small_tr, va, replace(_cfg(2), bf16=False), tmp_path, progress=False,
+                  log=lambda _: None)
 
 
 def test_time_budget_stops_with_the_lr_annealed(easy_data, tmp_path):
