@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from emostream.engines.emotion import load_engine, load_model_info  # noqa: E402
+from emostream.engines.emotion import EmotionModelInfo, load_engine, load_model_info  # noqa: E402
 from emostream.training.data import load_fer_cached  # noqa: E402
 from emostream.training.loop import macro_f1  # noqa: E402
 
@@ -92,9 +92,8 @@ def degrade(images: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     return np.stack([f(im, rng) for im in images]).astype(np.uint8)
 
 
-def accuracy(model: str, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
+def accuracy(info: EmotionModelInfo, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
              threads: int) -> tuple[float, float]:
-    info = load_model_info(model)
     engine = load_engine("onnxruntime", info, threads=threads)
     crops = images if info.input_size == images.shape[1] else np.stack(
         [cv2.resize(im, (info.input_size, info.input_size)) for im in images])
@@ -113,19 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
+    from emostream.datasets import DatasetError
+    from emostream.engines.emotion import EngineError
+
     try:
         val = load_fer_cached(args.data, "val", 48, args.cache)
-        for m in args.models:
-            load_model_info(m)
-    except Exception as exc:  # noqa: BLE001 - our Error classes: one line, exit 2
-        if type(exc).__name__.endswith("Error"):
-            print(f"robustness: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+        infos = {m: load_model_info(m) for m in args.models}
+    except (DatasetError, EngineError) as exc:  # missing data or an unknown model: one line, exit 2
+        print(f"robustness: error: {exc}", file=sys.stderr)
+        return 2
     results: dict[str, dict[str, list[float]]] = {}
     for name in DEGRADATIONS:
         images = degrade(val.images, name, args.seed)
-        results[name] = {m: list(accuracy(m, images, val.labels, val.names, args.threads)) for m in args.models}
+        results[name] = {m: list(accuracy(infos[m], images, val.labels, val.names, args.threads))
+                         for m in args.models}
         print(f"{name}: " + ", ".join(f"{m} {a:.4f}" for m, (a, _) in results[name].items()), file=sys.stderr)
     clean = results["clean"]
     print("| degradation | " + " | ".join(f"{m} accuracy (Δ vs clean)" for m in args.models) + " |")
