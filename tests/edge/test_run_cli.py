@@ -104,6 +104,7 @@ def test_stdout_is_json_lines_when_no_output_file(data_file):
         (["run", "test://", "--model", "/nonexistent/model.onnx"], "model"),
         (["run", "test://", "--output", "/nonexistent/dir/out.jsonl"], "does not exist"),
         (["run", "test://", "--max-frames", "0"], "--max-frames"),
+        (["run", "test://", "--detect-interval", "31"], "--detect-interval"),
         (["eval", "/nonexistent/folder"], "no such folder"),
     ],
 )
@@ -113,6 +114,18 @@ def test_bad_input_gives_one_clear_error_and_nonzero_exit(args, message):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("emostream: error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
+
+
+@pytest.mark.parametrize("tracker", ["flow", "region"])
+def test_detect_interval_and_tracker_flags_reach_the_pipeline(data_file, tmp_path, tracker):
+    """Every frame still gets a record and the face on each; the run summary says how faces were found."""
+    out = tmp_path / "i.jsonl"
+    proc = emostream("run", str(data_file("video/single_face.mp4")), "--detect-interval", "4",
+                     "--interval-tracker", tracker, "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    recs = [r for r in records(out) if r["type"] == "frame"]
+    assert len(recs) == 72 and all(len(r["faces"]) == 1 for r in recs)
+    assert len({r["faces"][0]["track"] for r in recs[1:]}) == 1
 
 
 def test_corrupt_video_is_a_clear_error(tmp_path):
