@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=lambda args: _need_sub(train))
 
     distill = subparsers.add_parser("distill", help="train the student, distilled from teacher checkpoints")
-    _common(distill, arch="student", epochs=50, out="runs/student")
+    _common(distill, arch="student_l", epochs=50, out="runs/student")
     distill.add_argument("--teacher", action="append", default=[], metavar="CKPT",
                          help="teacher: a checkpoint (best.pt from `train teacher`) or a registered model "
                               "name such as v0; repeat to ensemble (logits averaged); none = plain cross-entropy")

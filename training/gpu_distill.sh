@@ -28,7 +28,7 @@ DEVICE=${DEVICE:-cuda}                      # cpu only to rehearse the script he
 LIMIT=${LIMIT:-0}                           # > 0: train on a seeded sample of N faces (rehearsals)
 ALPHA=${ALPHA:-0.5}
 TEMPERATURE=${TEMPERATURE:-2}
-STUDENT_ARCH=${STUDENT_ARCH:-student}       # or student_l: widened from STUDENT_INIT by Net2WiderNet
+STUDENT_ARCH=${STUDENT_ARCH:-student_l}     # the shipped arch; a narrower STUDENT_INIT is widened (Net2WiderNet)
 CAMERA_AUG=${CAMERA_AUG:-0}                 # 1: --camera-aug for teacher and student (blur, low-res, noise, JPEG)
 
 fail() { echo "gpu_distill: error: $*" >&2; exit 2; }
