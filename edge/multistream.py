@@ -340,10 +340,18 @@ class _Scheduler:
             step = self.procs[i].process(batch)
             t_track += time.perf_counter() - t0
             self.count_events(i, step.events)
+            failure: BaseException | None = None
             for k, sink in enumerate(self.sinks):
                 t0 = time.perf_counter()
-                sink.step(step)
+                try:
+                    sink.step(step)
+                except Exception as exc:  # noqa: BLE001 - re-raised below, after the other sinks
+                    # A sink that fails (a full disk while writing this step's events) must not keep the
+                    # step from the sinks after it: the overlay still gets the frame whose record was written.
+                    failure = failure or exc
                 t_sinks[k] = t_sinks.get(k, 0.0) + time.perf_counter() - t0
+            if failure is not None:
+                raise failure
             latency = time.perf_counter() - arrival
             self.results[i].latency_s.append(latency)
             self.metrics.stage("frame_latency", latency)
