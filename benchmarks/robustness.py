@@ -26,6 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark's helpers
+
+from compare_models import resize_all  # noqa: E402
+
 from emostream.engines.emotion import EmotionModelInfo, load_engine, load_model_info  # noqa: E402
 from emostream.training.data import load_fer_cached  # noqa: E402
 from emostream.training.loop import macro_f1  # noqa: E402
@@ -95,8 +99,7 @@ def degrade(images: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
 def accuracy(info: EmotionModelInfo, images: np.ndarray, labels: np.ndarray, names: tuple[str, ...],
              threads: int) -> tuple[float, float]:
     engine = load_engine("onnxruntime", info, threads=threads)
-    crops = images if info.input_size == images.shape[1] else np.stack(
-        [cv2.resize(im, (info.input_size, info.input_size)) for im in images])
+    crops = resize_all(images, info.input_size)
     probs = np.concatenate([engine.run(crops[i:i + 256]) for i in range(0, len(crops), 256)])
     engine.close()
     pred = probs[:, [engine.labels.index(n) for n in names]].argmax(1)
