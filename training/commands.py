@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="start from these weights: a checkpoint, or a registered model such as the shipped "
                               "`student`, e.g. to continue it with self-distillation; a narrower network of the "
                               "same stages is widened into --arch first (Net2WiderNet: same function)")
+    distill.add_argument("--teacher-flip", action="store_true",
+                         help="KD target = the teachers' logits averaged over each batch and its mirror image "
+                              "(flip TTA: a stronger target for a second teacher pass per step)")
     distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
     distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
     distill.set_defaults(handler=_cmd_distill)
@@ -268,6 +271,7 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, alpha=alpha,
                       temperature=temperature, seed=args.seed, threads=args.threads,
                       time_budget_s=args.time_budget, device=str(device), bf16=not args.no_bf16,
+                      teacher_flip=bool(getattr(args, "teacher_flip", False)),
                       augment=CAMERA if args.camera_aug else AugmentConfig())
     precision = "bf16 autocast" if autocast_bf16(device, cfg.bf16) else "fp32"
     print(f"emostream: {args.arch} on {device} ({precision}), {len(train_ds):,} train / {len(val_ds):,} val faces, "

@@ -51,6 +51,9 @@ class TrainConfig:
     #: Forward passes under bf16 autocast (weights, optimizer, loss and validation stay fp32) on CUDA and on
     #: CPUs with native bf16 (:func:`bf16_native`); elsewhere, and when False, plain fp32.
     bf16: bool = True
+    #: Teachers see each batch and its mirror image and their logits are averaged (flip test-time
+    #: augmentation as the KD target): a stronger target at the cost of a second teacher pass.
+    teacher_flip: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -152,12 +155,14 @@ def evaluate(model: nn.Module, ds: FaceDataset, mean: float, scale: float) -> Ev
     return evaluate_logits(predict_logits(model, ds.images, mean, scale), ds.labels, ds.names)
 
 
-def _teacher_logits(teachers: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor | None:
-    """Average of the teachers' logits on the *same augmented batch* the student sees."""
+def _teacher_logits(teachers: Sequence[nn.Module], x: torch.Tensor, flip: bool = False) -> torch.Tensor | None:
+    """Average of the teachers' logits on the *same augmented batch* the student sees (and on its mirror
+    image when ``flip``: faces are left-right symmetric in meaning, so the mirror is a free second view)."""
     if not teachers:
         return None
+    views = (x, x.flip(-1)) if flip else (x,)
     with torch.no_grad():
-        return torch.stack([t(x) for t in teachers]).mean(0)
+        return torch.stack([t(v) for t in teachers for v in views]).mean(0)
 
 
 def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: TrainConfig, out_dir: str | Path,
@@ -220,7 +225,7 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
             y = labels[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 z = model(x)
-                zt = _teacher_logits(teachers, x)
+                zt = _teacher_logits(teachers, x, cfg.teacher_flip)
             z = z.float()
             loss = kd_loss(z, y, None if zt is None else zt.float(), cfg.alpha, cfg.temperature,
                            cfg.label_smoothing)
@@ -293,6 +298,9 @@ def _check_resume(last: Path, ckpt: dict, cfg: TrainConfig, precision: str) -> N
         if {k: tuple(v) if isinstance(v, list) else v for k, v in was.items()} != now:
             raise TrainingError(f"{last} was made with other augmentation (--camera-aug given once and not the "
                                 "other time?); use the same arguments to resume or a new --out")
+    if bool(old.get("teacher_flip", False)) != cfg.teacher_flip:
+        raise TrainingError(f"{last} was made {'with' if old.get('teacher_flip') else 'without'} --teacher-flip; "
+                            "use the same arguments to resume or a new --out")
     if old.get("precision") not in (None, precision):
         raise TrainingError(f"{last} was trained in {old['precision']}, this run would use {precision} "
                             "(--no-bf16, or another CPU); use the same arguments and machine kind or a new --out")

@@ -70,6 +70,9 @@ def test_resume_continues_and_refuses_other_schedule(easy_data, tmp_path):
     camera = replace(_cfg(2), augment=replace(_cfg(2).augment, blur_p=CAMERA.blur_p, jpeg_p=CAMERA.jpeg_p))
     with pytest.raises(TrainingError, match="other augmentation"):
         train(build_model("student"), small_tr, va, camera, tmp_path, progress=False, log=lambda _: None)
+    with pytest.raises(TrainingError, match="without --teacher-flip"):
+        train(build_model("student"), small_tr, va, replace(_cfg(2), teacher_flip=True), tmp_path, progress=False,
+              log=lambda _: None)
     if bf16_native():
         with pytest.raises(TrainingError, match="trained in bf16 autocast, this run would use fp32"):
             train(build_model("student"), small_tr, va, replace(_cfg(2), bf16=False), tmp_path, progress=False,
@@ -118,3 +121,20 @@ def test_no_bf16_trains_in_fp32_where_bf16_is_the_default(easy_data, tmp_path):
                  log=lambda _: None, extra_meta={"arch": "student", "labels": list(tr.names), "input_size": 48})
     majority = max(np.mean(va.labels == i) for i in np.unique(va.labels))
     assert best["accuracy"] > majority + 0.1, (best, majority)
+
+
+def test_teacher_flip_target_is_the_mean_over_both_mirror_views(easy_data):
+    """A trained (not mirror-symmetric) network: its logits differ on the mirror image, so the flip target is
+    neither view alone but their mean, averaged over teachers too."""
+    from emostream.training.loop import _teacher_logits, normalize
+
+    tr, _ = easy_data
+    torch.manual_seed(0)
+    a, b = build_model("student").eval(), build_model("student").eval()
+    x = normalize(tr.images[:16], 0.5, 4.0)
+    plain = _teacher_logits([a, b], x)
+    flipped = _teacher_logits([a, b], x, flip=True)
+    mirror = torch.stack([a(x.flip(-1)), b(x.flip(-1))]).mean(0).detach()
+    assert not torch.allclose(plain, mirror, atol=1e-4)  # the views really differ
+    assert torch.allclose(flipped, (plain + mirror) / 2, atol=1e-5)
+    assert _teacher_logits([], x, flip=True) is None
