@@ -175,7 +175,7 @@ class AlertSink:
             self.metrics.event(stream, "alert")
         self.emit(rec)
 
-    def step(self, step) -> None:  # noqa: ANN001 - edge.track.StreamStep (not imported: supervision)
+    def step(self, step) -> None:  # noqa: ANN001 - edge.track.StreamStep (not imported: the edge's heavy runtimes)
         batch = step.batch
         frame = batch.frame
         stream = frame.stream

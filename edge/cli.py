@@ -11,7 +11,7 @@ are composed; import-linter does not see it, and nothing else in the edge may do
 
 Why lazily: a subcommand's module is imported only when that subcommand is asked for, so
 ``emostream keys DIR`` or ``emostream reasoner --help`` never pay for (or need) MediaPipe, torch or
-supervision. Only a bare ``emostream``/``--help`` or an unknown command imports every module, to list
+GStreamer. Only a bare ``emostream``/``--help`` or an unknown command imports every module, to list
 them all.
 """
 

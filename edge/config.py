@@ -47,7 +47,7 @@ class TrackerConfig:
     under the same id. ``match_iou``: the least overlap between a track's predicted box and a
     detection that may be associated. ``activation_score``: detections at or above it start and feed
     tracks; those between 0.1 and it only keep existing tracks alive (ByteTrack's second round).
-    (Here rather than in :mod:`edge.tracking` so the CLI can read its default without supervision.)
+    (Here rather than in :mod:`edge.tracking` so the CLI can read its default without numpy or the tracker.)
     """
 
     lost_seconds: float = 1.0

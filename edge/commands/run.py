@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     Everything opened is registered on one :class:`contextlib.ExitStack` as it is opened, so a failure
     or a signal at any point closes exactly what exists, in reverse order.
     """
-    # The heavy imports (mediapipe via edge.faces, supervision, onnxruntime, GStreamer) happen here, not
+    # The heavy imports (mediapipe via edge.faces, onnxruntime, GStreamer) happen here, not
     # when the parser is built: `emostream keys` or `emostream run --help` never pay for them.
     from emostream.edge import shutdown
     from emostream.edge.escalation import EscalationHook, open_escalator
