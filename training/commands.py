@@ -233,9 +233,22 @@ def _common(p: argparse.ArgumentParser, arch: str, epochs: int, out: str) -> Non
     p.add_argument("--no-bf16", action="store_true",
                    help="plain fp32 instead of bf16 autocast (the default on CUDA and on CPUs with native bf16, "
                         "AVX512-BF16/AMX: ~1.6x faster steps there; validation is always fp32)")
+    p.add_argument("--mixup", type=_mixup_alpha, default=0.0, metavar="ALPHA",
+                   help="mixup: blend each face with another of the batch, λ ~ Beta(ALPHA, ALPHA) (e.g. 0.4; "
+                        "default 0 = off); teachers see the blended face, the hard labels are weighed by λ")
     p.add_argument("--camera-aug", action="store_true",
                    help="also degrade faces as cameras do (blur, low resolution, noise, JPEG; each on ~15%% of "
                         "faces): robustness beyond FER2013's web photos, measured by benchmarks/robustness.py")
+
+
+def _mixup_alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"mixup alpha must be within [0, 100] (0 = off), got {value:g}")
+    return value
 
 
 def default_lr(batch_size: int) -> float:
@@ -271,7 +284,7 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, alpha=alpha,
                       temperature=temperature, seed=args.seed, threads=args.threads,
                       time_budget_s=args.time_budget, device=str(device), bf16=not args.no_bf16,
-                      teacher_flip=bool(getattr(args, "teacher_flip", False)),
+                      teacher_flip=bool(getattr(args, "teacher_flip", False)), mixup=args.mixup,
                       augment=CAMERA if args.camera_aug else AugmentConfig())
     precision = "bf16 autocast" if autocast_bf16(device, cfg.bf16) else "fp32"
     print(f"emostream: {args.arch} on {device} ({precision}), {len(train_ds):,} train / {len(val_ds):,} val faces, "

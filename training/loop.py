@@ -54,6 +54,11 @@ class TrainConfig:
     #: Teachers see each batch and its mirror image and their logits are averaged (flip test-time
     #: augmentation as the KD target): a stronger target at the cost of a second teacher pass.
     teacher_flip: bool = False
+    #: > 0: mixup (Zhang et al. 2018) with λ ~ Beta(mixup, mixup) per batch: each face blended with another of
+    #: the batch; the hard-label loss weighs both labels by λ, and teachers see the blended face itself, so the
+    #: KD target is the teachers' answer on what the student sees ("consistent, patient" distillation,
+    #: Beyer et al. 2022). 0 = off (and no random numbers drawn for it).
+    mixup: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -223,17 +228,24 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
             x = augment_batch(images[idx].float().div_(255).unsqueeze(1), cfg.augment, gen)
             x = ((x - cfg.mean) * cfg.scale).contiguous(memory_format=torch.channels_last)
             y = labels[idx]
+            lam, y2 = 1.0, y
+            if cfg.mixup > 0:
+                lam, perm = mixup_draw(cfg.mixup, len(idx), gen)
+                x = (lam * x + (1.0 - lam) * x[perm.to(device)]).contiguous(memory_format=torch.channels_last)
+                y2 = y[perm.to(device)]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 z = model(x)
                 zt = _teacher_logits(teachers, x, cfg.teacher_flip)
             z = z.float()
-            loss = kd_loss(z, y, None if zt is None else zt.float(), cfg.alpha, cfg.temperature,
-                           cfg.label_smoothing)
+            zt = None if zt is None else zt.float()
+            loss = kd_loss(z, y, zt, cfg.alpha, cfg.temperature, cfg.label_smoothing)
+            if lam < 1.0:  # the KL term is the same for both labels, so this mixes only the cross-entropy
+                loss = lam * loss + (1.0 - lam) * kd_loss(z, y2, zt, cfg.alpha, cfg.temperature, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach()) * len(idx)
-            correct += int((z.argmax(1) == y).sum())
+            correct += int((z.argmax(1) == (y if lam >= 0.5 else y2)).sum())
             seen += len(idx)
             if cfg.time_budget_s > 0:
                 frac = max((epoch * steps_per_epoch + step + 1) / total_steps,
@@ -268,6 +280,13 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
     return best
 
 
+def mixup_draw(alpha: float, n: int, gen: torch.Generator) -> tuple[float, torch.Tensor]:
+    """λ ~ Beta(α, α) and a pairing of the batch, both from ``gen`` (so a resumed epoch draws the same)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    return lam, torch.randperm(n, generator=gen)
+
+
 def one_cycle_lr(progress: float, max_lr: float, pct_start: float = 0.15, div: float = 25.0,
                  final_div: float = 1e4) -> float:
     """OneCycleLR's cosine shape as a function of progress in [0, 1] (for the time-budgeted mode)."""
@@ -298,9 +317,11 @@ def _check_resume(last: Path, ckpt: dict, cfg: TrainConfig, precision: str) -> N
         if {k: tuple(v) if isinstance(v, list) else v for k, v in was.items()} != now:
             raise TrainingError(f"{last} was made with other augmentation (--camera-aug given once and not the "
                                 "other time?); use the same arguments to resume or a new --out")
-    if bool(old.get("teacher_flip", False)) != cfg.teacher_flip:
-        raise TrainingError(f"{last} was made {'with' if old.get('teacher_flip') else 'without'} --teacher-flip; "
-                            "use the same arguments to resume or a new --out")
+    for name, flag in (("teacher_flip", "--teacher-flip"), ("mixup", "--mixup")):
+        was = old.get(name, getattr(TrainConfig(), name))  # recorded since the flag exists; before: off
+        if was != getattr(cfg, name):
+            raise TrainingError(f"{last} was made with {flag} {was}, this run asks for {getattr(cfg, name)}; "
+                                "use the same arguments to resume or a new --out")
     if old.get("precision") not in (None, precision):
         raise TrainingError(f"{last} was trained in {old['precision']}, this run would use {precision} "
                             "(--no-bf16, or another CPU); use the same arguments and machine kind or a new --out")

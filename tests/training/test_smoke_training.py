@@ -70,7 +70,7 @@ def test_resume_continues_and_refuses_other_schedule(easy_data, tmp_path):
     camera = replace(_cfg(2), augment=replace(_cfg(2).augment, blur_p=CAMERA.blur_p, jpeg_p=CAMERA.jpeg_p))
     with pytest.raises(TrainingError, match="other augmentation"):
         train(build_model("student"), small_tr, va, camera, tmp_path, progress=False, log=lambda _: None)
-    with pytest.raises(TrainingError, match="without --teacher-flip"):
+    with pytest.raises(TrainingError, match="--teacher-flip False, this run asks for True"):
         train(build_model("student"), small_tr, va, replace(_cfg(2), teacher_flip=True), tmp_path, progress=False,
               log=lambda _: None)
     if bf16_native():
@@ -138,3 +138,33 @@ def test_teacher_flip_target_is_the_mean_over_both_mirror_views(easy_data):
     assert not torch.allclose(plain, mirror, atol=1e-4)  # the views really differ
     assert torch.allclose(flipped, (plain + mirror) / 2, atol=1e-5)
     assert _teacher_logits([], x, flip=True) is None
+
+
+def test_mixup_learns_draws_reproducibly_and_pins_resume(easy_data, tmp_path):
+    from dataclasses import replace
+
+    from emostream.training.loop import mixup_draw
+
+    lams = [mixup_draw(0.4, 8, torch.Generator().manual_seed(s))[0] for s in range(200)]
+    assert all(0.0 <= v <= 1.0 for v in lams)
+    assert np.mean([v < 0.1 or v > 0.9 for v in lams]) > 0.4  # Beta(0.4, 0.4) piles up at the ends
+    a, b = mixup_draw(0.4, 8, torch.Generator().manual_seed(7)), mixup_draw(0.4, 8, torch.Generator().manual_seed(7))
+    assert a[0] == b[0] and torch.equal(a[1], b[1]) and sorted(a[1].tolist()) == list(range(8))
+
+    torch.manual_seed(0)
+    tr, va = easy_data
+    cfg = replace(_cfg(4), mixup=0.4)
+    meta = {"arch": "student", "labels": list(tr.names), "input_size": 48}
+    best = train(build_model("student"), tr, va, cfg, tmp_path, progress=False, log=lambda _: None, extra_meta=meta)
+    majority = max(np.mean(va.labels == i) for i in np.unique(va.labels))
+    assert best["accuracy"] > majority + 0.1, (best, majority)
+    with pytest.raises(TrainingError, match="--mixup 0.4, this run asks for 0.2"):
+        train(build_model("student"), tr, va, replace(cfg, mixup=0.2), tmp_path, progress=False, log=lambda _: None)
+
+
+def test_mixup_flag_refuses_a_negative_alpha(capsys):
+    from emostream.edge.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["distill", "--mixup", "-1"])
+    assert "mixup alpha must be within [0, 100]" in capsys.readouterr().err
