@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
     add_engine_args(p)
-    add_detector_args(p)
+    add_detector_args(p, video=False)
     p.set_defaults(handler=evaluate)
 
 

@@ -31,9 +31,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     add_arguments(p, EngineOptions)
 
 
-def add_detector_args(p: argparse.ArgumentParser) -> None:
-    """Detector flags shared by run, eval and bench (defaults: :class:`DetectorOptions`)."""
-    add_arguments(p, DetectorOptions)
+def add_detector_args(p: argparse.ArgumentParser, video: bool = True) -> None:
+    """Detector flags shared by run, eval and bench (defaults: :class:`DetectorOptions`); without ``video`` (still
+    images: ``eval``) the detection-interval flags, which only mean something from frame to frame, are left out."""
+    add_arguments(p, DetectorOptions, None if video else ("detector", "min_score", "detector_runtime"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -38,3 +38,7 @@ def test_detect_mode_and_a_label_the_model_lacks(data_file, tmp_path):
     text = emostream("eval", str(tmp_path))
     assert "the model has no 'contempt' output" in text.stdout
     assert "confusion" in text.stdout
+    # Still images have no next frame: the detection-interval flags of run/bench are not offered here.
+    wrong = emostream("eval", str(tmp_path), "--detect-interval", "3")
+    assert wrong.returncode == 2 and "unrecognized arguments: --detect-interval 3" in wrong.stderr
+    assert "--detect-interval" not in emostream("eval", "--help").stdout
