@@ -12,8 +12,9 @@ ways of carrying are offered:
   each face (fresh keypoints and scores; ~1-2 ms a face).
 
 Either notices when a face is lost (the flow fit fails, or the region holds no face): then the full
-detector runs on that same frame. Faces that are doubtful (score below ``min_carry_score``; the
-detector's false positives score just above its threshold) are not carried, and a frame with no known
+detector runs on that same frame. A doubtful face (score below ``min_carry_score``; the detector's
+false positives score just above its threshold) is not carried until a full detection on the next frame
+finds it again in place (false positives are one-frame blips, elsewhere each time), and a frame with no known
 face gets a full detection, so an empty scene finds a newcomer at once. What users get still differs
 from detecting every frame, and ``emostream bench`` measures by how much (frames with exactly one
 face, label agreement): a face that *joins* others is found at the next full detection, up to N-1
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emostream.edge import flow
-from emostream.edge.faces import FaceDetector, FaceDetectorError, Faces, _clip_boxes, _concat, _nms
+from emostream.edge.faces import FaceDetector, FaceDetectorError, Faces, _clip_boxes, _concat, _nms, box_iou
 
 #: Side of the re-detection region, in box sides (the face fills about half of it, as short range likes).
 ROI_SCALE = 2.0
@@ -39,9 +40,13 @@ MAX_ROI_FACES = 3
 #: Flow costs ~0.5 ms a face (5 faces of ~100 px in multi_face.jpg: 2.4 ms; a full-range detection of that
 #: 1000x667 photo: 4.4 ms), so beyond this many a full detection is as cheap and also finds newcomers.
 MAX_FLOW_FACES = 8
-#: Faces scored below this are not carried: the next frame gets a full detection again. A doubtful
-#: detection (most false positives score just above the threshold) must not be copied onto N frames.
+#: Faces scored below this are not carried until a second full detection finds them in the same place (the
+#: next frame gets a full detection again): most false positives score just above the detection threshold and
+#: last one frame, and must not be copied onto N frames; a real face that scores low (a crying face, a face in
+#: shadow) is found again where it was, and is carried from then on.
 MIN_CARRY_SCORE = 0.7
+#: A doubtful face found again with at least this IoU to a known face of the previous frame is persistent.
+PERSISTENT_IOU = 0.5
 MAX_INTERVAL = 30
 
 
@@ -55,6 +60,7 @@ class _StreamState:
     since: int  # frames since the last full detection
     faces: Faces
     frame: np.ndarray | None = None  # the RGB frame the faces were found on, for the flow tracker
+    sure: np.ndarray | None = None  # per face: may be carried (confident, or found twice in place)
 
 
 class IntervalDetector:
@@ -87,26 +93,30 @@ class IntervalDetector:
         if (state is None or index == 0 or state.since + 1 >= self.interval or len(state.faces) == 0
                 or len(state.faces) > self.max_tracked):
             return self._full(rgb, stream)
-        if state.faces.scores.min() < self.min_carry_score:
-            # A doubtful face is re-detected, not copied forward; a scene with a persistent weak detection
-            # therefore loses the interval, and `emostream bench` says how often that happened.
+        if state.sure is not None and not state.sure.all():
+            # A doubtful face seen once is re-detected, not copied forward; `emostream bench` says how often.
             self.doubtful_detections += 1
             return self._full(rgb, stream)
         if self.tracker == "flow":
             prev = state.frame
             faces = flow.track_faces(prev, rgb, state.faces) if prev is not None and prev.shape == rgb.shape else None
+            sure = state.sure
             if faces is not None:
                 faces = _clip_boxes(faces, rgb.shape[1], rgb.shape[0])
                 if len(faces) > 1:  # two carried faces that drifted onto one face become one
-                    faces = faces[np.sort(_nms(faces.boxes, faces.scores, 0.3))]
+                    kept = np.sort(_nms(faces.boxes, faces.scores, 0.3))
+                    faces = faces[kept]
+                    sure = None if sure is None else sure[kept]
                 self.roi_detections += len(faces)
         else:
             faces = self._track(rgb, state.faces) if self.roi is not None else None
+            sure = None if faces is None else faces.scores >= self.min_carry_score  # fresh region scores
         if faces is None:
             self.redetections += 1
             return self._full(rgb, stream)
         state.since += 1
         state.faces = faces
+        state.sure = sure
         state.frame = self._keep(rgb)
         return faces
 
@@ -124,7 +134,11 @@ class IntervalDetector:
         self.full_detections += 1
         faces = self.detector.detect(rgb)
         if self.interval > 1:
-            self._state[stream] = _StreamState(0, faces, self._keep(rgb))
+            before = self._state.get(stream)
+            sure = faces.scores >= self.min_carry_score
+            if before is not None and len(before.faces) and not sure.all():
+                sure |= box_iou(faces.boxes, before.faces.boxes).max(axis=1) >= PERSISTENT_IOU
+            self._state[stream] = _StreamState(0, faces, self._keep(rgb), sure)
         return faces
 
     def _track(self, rgb: np.ndarray, known: Faces) -> Faces | None:
