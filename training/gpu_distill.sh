@@ -30,10 +30,15 @@ ALPHA=${ALPHA:-0.5}
 TEMPERATURE=${TEMPERATURE:-2}
 STUDENT_ARCH=${STUDENT_ARCH:-student_l}     # the shipped arch; a narrower STUDENT_INIT is widened (Net2WiderNet)
 CAMERA_AUG=${CAMERA_AUG:-0}                 # 1: --camera-aug for teacher and student (blur, low-res, noise, JPEG)
+TEACHER_FLIP=${TEACHER_FLIP:-0}             # 1: the student's KD target averages the teacher over each batch and its mirror
+MIXUP=${MIXUP:-0}                           # > 0: the student's --mixup alpha (e.g. 0.3); 0 = off
 
 fail() { echo "gpu_distill: error: $*" >&2; exit 2; }
 aug=()
 case $CAMERA_AUG in 0) ;; 1) aug=(--camera-aug) ;; *) fail "CAMERA_AUG must be 0 or 1, got $CAMERA_AUG" ;; esac
+[[ $MIXUP =~ ^[0-9]+([.][0-9]+)?$ ]] || fail "MIXUP must be a number >= 0 (0 = off), got $MIXUP"
+kd=(--mixup "$MIXUP")
+case $TEACHER_FLIP in 0) ;; 1) kd+=(--teacher-flip) ;; *) fail "TEACHER_FLIP must be 0 or 1, got $TEACHER_FLIP" ;; esac
 say() { echo "gpu_distill: $(date -u +%H:%M:%S) $*"; }
 
 [[ -f $PACK ]] || fail "pack not found: $PACK (run \`emostream pack-fer -o $PACK\` here and carry its folder)"
@@ -75,10 +80,10 @@ init=()
 if [[ $STUDENT_INIT != scratch ]]; then init=(--init "$STUDENT_INIT"); fi
 lr=${STUDENT_LR:-$([[ $STUDENT_INIT == scratch ]] && echo 0.4 || echo 0.2)}
 say "student: --arch $STUDENT_ARCH, init ${STUDENT_INIT}, KD alpha $ALPHA T $TEMPERATURE, budget ${STUDENT_BUDGET}s, \
-batch $BATCH, lr $lr, camera aug $CAMERA_AUG"
+batch $BATCH, lr $lr, camera aug $CAMERA_AUG, teacher flip $TEACHER_FLIP, mixup $MIXUP"
 emostream distill --arch "$STUDENT_ARCH" --data "$PACK" --device "$DEVICE" --limit "$LIMIT" --teacher "$WORK/teacher/best.pt" "${init[@]}" \
     --alpha "$ALPHA" --temperature "$TEMPERATURE" --batch-size "$BATCH" --lr "$lr" --epochs "$STUDENT_EPOCHS" \
-    --time-budget "$STUDENT_BUDGET" --threads 4 --no-progress "${aug[@]}" --out "$WORK/student"
+    --time-budget "$STUDENT_BUDGET" --threads 4 --no-progress "${aug[@]}" "${kd[@]}" --out "$WORK/student"
 cp "$WORK/student/best.pt" "$WORK/student/log.jsonl" "$OUT/student/"
 say "student done -> $OUT/student/best.pt (calibrate only if its val accuracy beats the shipped 0.6682)"
 rm -rf "$NS"
