@@ -129,7 +129,7 @@ class DetectorOptions:
         help="full-frame face detection every N frames per stream (1..30); in between, known faces are "
              "carried by optical flow. A lost or doubtful face, or a frame with no known face, gets a full "
              "detection at once; a face joining others is found up to N-1 frames late. Default %(default)s: "
-             "~1.4x the frames/s of 1 (every frame), labels within the noise of a 1-px crop shift; "
+             "~1.7x the frames/s of 1 (every frame), labels within the noise of a 1-px crop shift; "
              "`emostream bench` measures both")
     interval_tracker: str = option(
         "--interval-tracker", default="flow", choices=INTERVAL_TRACKERS,
