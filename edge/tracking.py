@@ -5,7 +5,7 @@ motion model is enough -- no appearance (re-id) network on the hot path. ByteTra
 association round for low-confidence detections, which is what keeps a track alive through a partly
 covered face or motion blur, and a lost-track buffer that survives a few missed detections. It runs on
 every analysed frame, so it is :mod:`edge.bytetrack`, the algorithm of supervision 0.30's ``sv.ByteTrack``
-(what emostream used before, and what the tests compare it with) at about a seventh of the cost.
+(what emostream used before, and what the tests compare it with) at about a quarter of the cost.
 
 What this module adds on top: face indices in, one id per face out (``-1`` while a new face waits
 for its second sighting, ByteTrack's guard against one-frame false positives, except on a stream's
