@@ -236,9 +236,22 @@ def _common(p: argparse.ArgumentParser, arch: str, epochs: int, out: str) -> Non
     p.add_argument("--mixup", type=_mixup_alpha, default=0.0, metavar="ALPHA",
                    help="mixup: blend each face with another of the batch, λ ~ Beta(ALPHA, ALPHA) (e.g. 0.4; "
                         "default 0 = off); teachers see the blended face, the hard labels are weighed by λ")
+    p.add_argument("--ema", type=_ema_decay, default=0.0, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights, updated every step with this "
+                        "decay (e.g. 0.999), and select and save the average (default 0 = off)")
     p.add_argument("--camera-aug", action="store_true",
                    help="also degrade faces as cameras do (blur, low resolution, noise, JPEG; each on ~15%% of "
                         "faces): robustness beyond FER2013's web photos, measured by benchmarks/robustness.py")
+
+
+def _ema_decay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"EMA decay must be within [0, 1) (0 = off), got {value:g}")
+    return value
 
 
 def _mixup_alpha(text: str) -> float:
@@ -285,7 +298,7 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
                       temperature=temperature, seed=args.seed, threads=args.threads,
                       time_budget_s=args.time_budget, device=str(device), bf16=not args.no_bf16,
                       teacher_flip=bool(getattr(args, "teacher_flip", False)), mixup=args.mixup,
-                      augment=CAMERA if args.camera_aug else AugmentConfig())
+                      ema=args.ema, augment=CAMERA if args.camera_aug else AugmentConfig())
     precision = "bf16 autocast" if autocast_bf16(device, cfg.bf16) else "fp32"
     print(f"emostream: {args.arch} on {device} ({precision}), {len(train_ds):,} train / {len(val_ds):,} val faces, "
           f"batch {cfg.batch_size}, peak lr {lr:g}", flush=True)

@@ -59,6 +59,12 @@ class TrainConfig:
     #: KD target is the teachers' answer on what the student sees ("consistent, patient" distillation,
     #: Beyer et al. 2022). 0 = off (and no random numbers drawn for it).
     mixup: float = 0.0
+    #: > 0: also keep an exponential moving average of the weights (and BN statistics), updated every step with
+    #: this decay (e.g. 0.999: a time constant of ~1000 steps), and select/save *it* on val. Averaging the
+    #: iterates of a run near its optimum is a flatter, better-generalizing point than any single iterate
+    #: (Polyak averaging; SWA, Izmailov et al. 2018): a uniform soup of six checkpoints of these runs scored
+    #: 0.6707 on val against 0.6682 for the best of them. 0 = off.
+    ema: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -198,6 +204,10 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
     last = out / "last.pt"
     use_bf16 = autocast_bf16(device, cfg.bf16)
     precision = "bf16 autocast" if use_bf16 else "fp32"
+    ema = None
+    if cfg.ema > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     if last.is_file():
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         if ckpt.get("config", {}).get("epochs") != cfg.epochs:
@@ -207,6 +217,8 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         start_epoch, best, elapsed0 = ckpt["epoch"], ckpt["best"], float(ckpt.get("elapsed_s", 0.0))
         log(f"resumed from {last} at epoch {start_epoch}")
     # The whole uint8 train set lives on the device (28,709 faces = 66 MB), so a step never waits for a copy.
@@ -244,6 +256,8 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((z.argmax(1) == (y if lam >= 0.5 else y2)).sum())
             seen += len(idx)
@@ -262,12 +276,18 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_acc": ev.accuracy, "val_macro_f1": ev.macro_f1, "val_nll": ev.nll,
                "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+        selected = model
+        if ema is not None:  # the average is what gets selected and shipped; the raw iterate is logged beside it
+            selected = ema.module
+            ev = evaluate(selected, val_ds, cfg.mean, cfg.scale)
+            row.update(ema_val_acc=ev.accuracy, ema_val_macro_f1=ev.macro_f1, ema_val_nll=ev.nll)
         if ev.accuracy > best["accuracy"]:
             best = {"epoch": epoch + 1, "accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "nll": ev.nll,
                     "per_class_recall": ev.per_class_recall}
-            torch.save({"model": cpu_state(model.state_dict()), "metrics": best, "config": _cfg_dict(cfg, precision),
-                        **(extra_meta or {})}, out / "best.pt")
+            torch.save({"model": cpu_state(selected.state_dict()), "metrics": best,
+                        "config": _cfg_dict(cfg, precision), **(extra_meta or {})}, out / "best.pt")
         torch.save({"model": cpu_state(model.state_dict()), "optimizer": cpu_state(opt.state_dict()),
+                    **({"ema": cpu_state(ema.state_dict())} if ema is not None else {}),
                     "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best,
                     "elapsed_s": time.time() - run_start,
                     "config": _cfg_dict(cfg, precision), **(extra_meta or {})},
@@ -275,8 +295,9 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
         (out / "last.tmp").replace(last)
         with (out / "log.jsonl").open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+        ema_part = f" ema_val_acc {row['ema_val_acc']:.4f}" if ema is not None else ""
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
-            f"val_acc {ev.accuracy:.4f} val_f1 {ev.macro_f1:.4f} ({row['seconds']:.0f}s)")
+            f"val_acc {row['val_acc']:.4f} val_f1 {row['val_macro_f1']:.4f}{ema_part} ({row['seconds']:.0f}s)")
     return best
 
 
@@ -317,7 +338,7 @@ def _check_resume(last: Path, ckpt: dict, cfg: TrainConfig, precision: str) -> N
         if {k: tuple(v) if isinstance(v, list) else v for k, v in was.items()} != now:
             raise TrainingError(f"{last} was made with other augmentation (--camera-aug given once and not the "
                                 "other time?); use the same arguments to resume or a new --out")
-    for name, flag in (("teacher_flip", "--teacher-flip"), ("mixup", "--mixup")):
+    for name, flag in (("teacher_flip", "--teacher-flip"), ("mixup", "--mixup"), ("ema", "--ema")):
         was = old.get(name, getattr(TrainConfig(), name))  # recorded since the flag exists; before: off
         if was != getattr(cfg, name):
             raise TrainingError(f"{last} was made with {flag} {was}, this run asks for {getattr(cfg, name)}; "

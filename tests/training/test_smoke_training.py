@@ -168,3 +168,37 @@ def test_mixup_flag_refuses_a_negative_alpha(capsys):
     with pytest.raises(SystemExit):
         cli_main(["distill", "--mixup", "-1"])
     assert "mixup alpha must be within [0, 100]" in capsys.readouterr().err
+
+
+def test_ema_selects_and_saves_the_average_and_pins_resume(easy_data, tmp_path):
+    from dataclasses import replace
+
+    from emostream.training.loop import evaluate
+
+    torch.manual_seed(0)
+    tr, va = easy_data
+    cfg = replace(_cfg(4), ema=0.6)
+    meta = {"arch": "student", "labels": list(tr.names), "input_size": 48}
+    best = train(build_model("student"), tr, va, cfg, tmp_path, progress=False, log=lambda _: None, extra_meta=meta)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all("ema_val_acc" in r for r in rows)
+    assert best["accuracy"] == max(r["ema_val_acc"] for r in rows)  # selected on the average, not the iterate
+    majority = max(np.mean(va.labels == i) for i in np.unique(va.labels))
+    assert best["accuracy"] > majority + 0.1, (best, majority)
+    assert evaluate(load_checkpoint_model(tmp_path / "best.pt"), va, 0.5, 4.0).accuracy == pytest.approx(
+        best["accuracy"])
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    weight = "features.0.weight"
+    assert averaged.keys() == last["model"].keys()
+    assert not torch.equal(averaged[weight], last["model"][weight])  # an average lags the last step
+    with pytest.raises(TrainingError, match="--ema 0.6, this run asks for 0.0"):
+        train(build_model("student"), tr, va, replace(cfg, ema=0.0), tmp_path, progress=False, log=lambda _: None)
+
+
+def test_ema_flag_refuses_a_decay_of_one(capsys):
+    from emostream.edge.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["distill", "--ema", "1"])
+    assert "EMA decay must be within [0, 1)" in capsys.readouterr().err
