@@ -459,11 +459,19 @@ def align_faces(rgb: np.ndarray, faces: Faces, size: int = 64, gray: bool = True
                 margin: float = FER_MARGIN) -> np.ndarray:
     """Upright, FER2013-framed crops: (N, size, size) uint8 if ``gray`` else (N, size, size, 3).
 
+    ``rgb`` is an HxWx3 RGB frame, or an HxW gray one (then ``gray`` must be True): the gray picture of a
+    video frame is its Y plane, so warping it costs a third and needs no conversion at all.
     One ``cv2.warpAffine`` per face straight from the frame to the output size (no full-frame copies);
-    grayscale conversion happens on the small crop. Borders replicate edge pixels because black bars
-    are strong edges the FER2013-trained network never saw.
+    grayscale conversion of an RGB frame happens on the small crop. Borders replicate edge pixels because
+    black bars are strong edges the FER2013-trained network never saw.
     """
-    rgb = check_rgb(rgb)
+    if isinstance(rgb, np.ndarray) and rgb.ndim == 2 and rgb.dtype == np.uint8 and rgb.size:
+        if not gray:
+            raise FaceDetectorError("a gray frame gives gray crops only (gray=True)")
+        one_channel = True
+    else:
+        rgb = check_rgb(rgb)
+        one_channel = False
     n = len(faces)
     out = np.empty((n, size, size) if gray else (n, size, size, 3), np.uint8)
     if n == 0:
@@ -472,6 +480,10 @@ def align_faces(rgb: np.ndarray, faces: Faces, size: int = 64, gray: bool = True
         return out
     mats = alignment_matrices(faces, size, margin)
     for i in range(n):
+        if one_channel:
+            cv2.warpAffine(rgb, mats[i], (size, size), dst=out[i], flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+            continue
         crop = cv2.warpAffine(rgb, mats[i], (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
         if gray:

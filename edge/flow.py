@@ -33,15 +33,9 @@ MAX_FB_ERROR = 2.0
 MAX_SCALE_STEP = 1.25
 
 
-def gray(rgb: np.ndarray) -> np.ndarray:
-    """The frame as flow tracks it: one gray conversion of the whole frame (~0.07 ms at 640x360), shared by
-    every face of the frame and kept as the next frame's ``prev`` (a new array: the caller's buffer may change)."""
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-
-
 def track_faces(prev: np.ndarray, cur: np.ndarray, faces: Faces) -> Faces | None:
-    """``faces`` of gray frame ``prev`` moved to gray frame ``cur`` (see :func:`gray`); None as soon as one
-    face is lost."""
+    """``faces`` of gray frame ``prev`` moved to gray frame ``cur`` (``Frame.gray``: the Y plane of a decoded
+    video frame, shared by every face of the frame); None as soon as one face is lost."""
     h, w = cur.shape[:2]
     boxes = faces.boxes.copy()
     kps = faces.keypoints.copy()

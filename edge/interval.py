@@ -32,6 +32,7 @@ import numpy as np
 
 from emostream.edge import flow
 from emostream.edge.faces import FaceDetector, FaceDetectorError, Faces, _clip_boxes, _concat, _nms, box_iou
+from emostream.streams import Frame
 
 #: Side of the re-detection region, in box sides (the face fills about half of it, as short range likes).
 ROI_SCALE = 2.0
@@ -86,60 +87,65 @@ class IntervalDetector:
         self.doubtful_detections = 0  # full detections forced by a face scored below min_carry_score
 
     def detect(self, rgb: np.ndarray, stream: str, index: int) -> Faces:
-        """Faces of frame ``index`` of ``stream`` (frames of a stream must come in order)."""
+        """Faces of RGB frame ``index`` of ``stream`` (frames of a stream must come in order)."""
+        return self.detect_frame(Frame(rgb, index, 0, stream))
+
+    def detect_frame(self, frame: Frame) -> Faces:
+        """Faces of ``frame`` (frames of a stream must come in order). RGB is asked of the frame only for a
+        full detection (or a region pass); the flow between them works on its gray picture."""
+        stream, index = frame.stream, frame.index
         if self.interval == 1:
-            return self._full(rgb, stream)
+            return self._full(frame)
         state = self._state.get(stream)
         if (state is None or index == 0 or state.since + 1 >= self.interval or len(state.faces) == 0
                 or len(state.faces) > self.max_tracked):
-            return self._full(rgb, stream)
+            return self._full(frame)
         if state.sure is not None and not state.sure.all():
             # A doubtful face seen once is re-detected, not copied forward; `emostream bench` says how often.
             self.doubtful_detections += 1
-            return self._full(rgb, stream)
+            return self._full(frame)
         cur = None
         if self.tracker == "flow":
-            prev, cur = state.frame, flow.gray(rgb)
+            prev, cur = state.frame, frame.luma[0]
             faces = flow.track_faces(prev, cur, state.faces) if prev is not None and prev.shape == cur.shape else None
             sure = state.sure
             if faces is not None:
-                faces = _clip_boxes(faces, rgb.shape[1], rgb.shape[0])
+                faces = _clip_boxes(faces, frame.width, frame.height)
                 if len(faces) > 1:  # two carried faces that drifted onto one face become one
                     kept = np.sort(_nms(faces.boxes, faces.scores, 0.3))
                     faces = faces[kept]
                     sure = None if sure is None else sure[kept]
                 self.roi_detections += len(faces)
         else:
-            faces = self._track(rgb, state.faces) if self.roi is not None else None
+            faces = self._track(frame.image, state.faces) if self.roi is not None else None
             sure = None if faces is None else faces.scores >= self.min_carry_score  # fresh region scores
         if faces is None:
             self.redetections += 1
-            return self._full(rgb, stream)
+            return self._full(frame)
         state.since += 1
         state.faces = faces
         state.sure = sure
         state.frame = cur
         return faces
 
-    def _keep(self, rgb: np.ndarray) -> np.ndarray | None:
-        """The frame flow will track from next time, in gray: a new array (0.07 ms at 640x360), so a caller may
-        reuse or draw on its own after the call (the Python API hands in the user's own buffer)."""
-        return flow.gray(rgb) if self.tracker == "flow" else None
 
     @property
     def max_tracked(self) -> int:
         """Flow follows many faces for little; region passes beyond a few cost more than one full detection."""
         return MAX_FLOW_FACES if self.tracker == "flow" else MAX_ROI_FACES
 
-    def _full(self, rgb: np.ndarray, stream: str) -> Faces:
+    def _full(self, frame: Frame) -> Faces:
         self.full_detections += 1
-        faces = self.detector.detect(rgb)
+        faces = self.detector.detect(frame.image)
         if self.interval > 1:
-            before = self._state.get(stream)
+            before = self._state.get(frame.stream)
             sure = faces.scores >= self.min_carry_score
             if before is not None and len(before.faces) and not sure.all():
                 sure |= box_iou(faces.boxes, before.faces.boxes).max(axis=1) >= PERSISTENT_IOU
-            self._state[stream] = _StreamState(0, faces, self._keep(rgb), sure)
+            # The luma flow tracks from next time: the frame's own, as decoded (nobody writes to it; flow needs
+            # no full range).
+            gray = frame.luma[0] if self.tracker == "flow" else None
+            self._state[frame.stream] = _StreamState(0, faces, gray, sure)
         return faces
 
     def _track(self, rgb: np.ndarray, known: Faces) -> Faces | None:

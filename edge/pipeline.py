@@ -76,9 +76,14 @@ class FrameAnalyzer:
         t_detect = t_align = 0.0
         for frame in frames:
             t0 = time.perf_counter()
-            faces = self.interval.detect(frame.image, frame.stream, frame.index)
+            faces = self.interval.detect_frame(frame)
             t1 = time.perf_counter()
-            crops = align_faces(frame.image, faces, size=size, gray=True)
+            # The engine takes gray crops: warped from the frame's luma (the Y plane of video frames, then
+            # stretched to full range crop by crop), so a carried frame never needs RGB or a full-frame pass.
+            luma, to_gray = frame.luma
+            crops = align_faces(luma, faces, size=size, gray=True)
+            if to_gray is not None and len(crops):
+                crops = to_gray[crops]
             t2 = time.perf_counter()
             t_detect += t1 - t0
             t_align += t2 - t1

@@ -1,4 +1,5 @@
-"""GStreamer video sources addressed by URI, delivering RGB numpy frames.
+"""GStreamer video sources addressed by URI, delivering decoded frames (:mod:`streams.frame`: video as the
+decoder's I420 planes, still images as RGB).
 
 One ``open_source(uri)`` call covers files (any codec GStreamer can decode, H.264 and HEVC included),
 still images, V4L2 cameras, Jetson CSI cameras, RTSP streams and a synthetic test source; see
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from emostream.streams.errors import ImageTooLargeError, SourceError, SourceTimeoutError, UnsupportedSourceError
+from emostream.streams.frame import Colour, Frame, pack_i420
 from emostream.streams.still import MAX_FRAME_PIXELS, check_size, decode_fitted, probe_image
 from emostream.streams.uri import SourceSpec, parse_uri
 
@@ -68,24 +70,6 @@ def _gst() -> tuple[ModuleType, ModuleType, ModuleType]:
     return Gst, GstVideo, GstPbutils
 
 
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One decoded frame: RGB pixels plus where it sits in its stream.
-
-    ``eq=False``: frames compare and hash by identity (field-wise equality would compare arrays).
-    """
-
-    image: np.ndarray  # HxWx3 uint8 RGB, C-contiguous
-    index: int  # 0-based count of frames delivered by this source
-    pts_ns: int  # presentation timestamp (ns); live sources: pipeline running time
-    stream: str  # stream id (default: the URI as given)
-
-    @property
-    def t(self) -> float:
-        """Timestamp in seconds."""
-        return self.pts_ns / 1e9
-
-
 @dataclass
 class _Links:
     """State shared with GStreamer's streaming threads while dynamic pads appear (guarded by ``lock``)."""
@@ -111,14 +95,18 @@ def _fraction(value: float) -> str:
 
 def _tail(spec: SourceSpec, width: int | None, height: int | None, fps: float | None, *,
           still: bool | None = None) -> str:
-    """``videorate ! videoscale ! videoconvert ! RGB caps ! appsink``; rate and scale only when asked.
+    """``videorate ! videoscale ! videoconvert ! caps ! appsink``; rate and scale only when asked.
 
     Rate and scale sit *before* the colour conversion so dropped frames are never converted and the
     conversion runs on the smaller picture. ``still`` (default: the file name says image) skips the rate.
+    Video comes out as I420, what decoders produce (``videoconvert`` then passes it through untouched; RGB
+    is made per frame only when asked for, see :mod:`streams.frame`); still images and Jetson CSI
+    cameras (BGRx from ``nvvidconv``) as RGB.
     """
+    is_still = spec.is_image if still is None else still
     parts: list[str] = []
-    caps = ["video/x-raw", "format=RGB"]
-    if fps is not None and not (spec.is_image if still is None else still):
+    caps = ["video/x-raw", f"format={'RGB' if is_still or spec.kind == 'csi' else 'I420'}"]
+    if fps is not None and not is_still:
         parts.append("videorate")
         caps.append(f"framerate={_fraction(fps)}")
     if width is not None or height is not None:
@@ -303,6 +291,15 @@ def _count_arrivals(appsink: Any, links: _Links) -> None:
 # the source
 
 
+def _colour_of(colorimetry: Any) -> Colour:
+    """The :class:`Colour` of GStreamer's colorimetry (unknown matrices count as BT.601, as for SD video)."""
+    _, GstVideo, _ = _gst()
+    matrices = {GstVideo.VideoColorMatrix.BT709: "bt709", GstVideo.VideoColorMatrix.BT2020: "bt2020",
+                GstVideo.VideoColorMatrix.FCC: "fcc", GstVideo.VideoColorMatrix.SMPTE240M: "smpte240m"}
+    full = colorimetry.range == GstVideo.VideoColorRange(1)  # GST_VIDEO_COLOR_RANGE_0_255
+    return Colour(matrices.get(colorimetry.matrix, "bt601"), full)
+
+
 def _describe(spec: SourceSpec) -> str:
     if spec.kind == "file":
         return f"'{spec.path}'"
@@ -354,7 +351,10 @@ class VideoSource:
         self._eos = False
         self._closed = False
         self._caps: Any = None
-        self._layout: tuple[int, int, int, int] = (0, 0, 0, 0)  # width, height, stride, offset
+        self._planar = False  # I420 (video) or RGB (stills, CSI), as the negotiated caps say
+        self._colour = Colour()
+        # width, height, per-plane strides and offsets (one plane for RGB, three for I420)
+        self._layout: tuple[int, int, tuple[int, ...], tuple[int, ...]] = (0, 0, (0,), (0,))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -504,26 +504,38 @@ class VideoSource:
         _, GstVideo, _ = _gst()
         info = GstVideo.VideoInfo.new_from_caps(caps)
         self._caps = caps
-        self._layout = (info.width, info.height, info.stride[0], info.offset[0])
+        self._planar = info.finfo.format == GstVideo.VideoFormat.I420
+        planes = 3 if self._planar else 1
+        self._layout = (info.width, info.height, tuple(info.stride[:planes]), tuple(info.offset[:planes]))
+        if self._planar:
+            self._colour = _colour_of(info.colorimetry)
         self.width, self.height = info.width, info.height
         self.fps = info.fps_n / info.fps_d if info.fps_n > 0 and info.fps_d > 0 else None
 
     def _to_frame(self, sample: Any) -> Frame:
-        """Copy the sample into a writable C-contiguous HxWx3 array, honouring row padding (stride)."""
+        """Copy the sample out of GStreamer's buffer: I420 planes packed for OpenCV, or a C-contiguous HxWx3
+        RGB array without the row padding (stride)."""
         _, GstVideo, _ = _gst()
         self._update_caps(sample.get_caps())
         buf = sample.get_buffer()
-        width, height, stride, offset = self._layout
+        width, height, strides, offsets = self._layout
         meta = GstVideo.buffer_get_video_meta(buf)
         if meta is not None:  # the producer's own layout wins over the one implied by the caps
-            stride, offset = meta.stride[0], meta.offset[0]
+            strides, offsets = tuple(meta.stride[: len(strides)]), tuple(meta.offset[: len(offsets)])
         data = buf.extract_dup(0, buf.get_size())
-        rows = np.frombuffer(data, dtype=np.uint8, count=stride * (height - 1) + width * 3, offset=offset)
-        if stride == width * 3:
-            image = rows.reshape(height, width, 3).copy()
-        else:  # rows padded to 4-byte multiples (e.g. 642 px * 3 = 1926 -> 1928 bytes): drop the padding
-            padded = np.lib.stride_tricks.as_strided(rows, shape=(height, width, 3), strides=(stride, 3, 1))
-            image = padded.copy()
+        if self._planar:
+            try:
+                planes = pack_i420(data, width, height, offsets, strides)
+            except ValueError as exc:
+                raise SourceError(f"{_describe(self._spec)}: {exc}") from None
+        else:
+            stride, offset = strides[0], offsets[0]
+            rows = np.frombuffer(data, dtype=np.uint8, count=stride * (height - 1) + width * 3, offset=offset)
+            if stride == width * 3:
+                image = rows.reshape(height, width, 3).copy()
+            else:  # rows padded to 4-byte multiples (e.g. 642 px * 3 = 1926 -> 1928 bytes): drop the padding
+                padded = np.lib.stride_tricks.as_strided(rows, shape=(height, width, 3), strides=(stride, 3, 1))
+                image = padded.copy()
         pts = buf.pts
         if pts == _CLOCK_TIME_NONE:  # e.g. gdkpixbufdec's still image: it sits at the start
             pts = 0 if self._spec.is_image else self._running_time()
@@ -531,7 +543,10 @@ class VideoSource:
             self._count_drop(buf.pts)
         if buf.pts != _CLOCK_TIME_NONE:
             self._last_pts = int(buf.pts)
-        frame = Frame(image=image, index=self._index, pts_ns=int(pts), stream=self.stream)
+        if self._planar:
+            frame = Frame.from_i420(planes, width, height, self._index, int(pts), self.stream, self._colour)
+        else:
+            frame = Frame(image, self._index, int(pts), self.stream)
         self._index += 1
         return frame
 

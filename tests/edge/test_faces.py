@@ -343,8 +343,24 @@ def test_fer2013_framing_is_reproduced(full: FaceDetector, shared_data: Path) ->
 def test_bad_frames_raise_clear_errors(full: FaceDetector, bad, match: str) -> None:
     with pytest.raises(FaceDetectorError, match=match):
         full.detect(bad)
+    if isinstance(bad, np.ndarray) and bad.ndim == 2:  # a gray frame: the detector needs RGB, alignment not
+        return
     with pytest.raises(FaceDetectorError, match=match):
         align_faces(bad, Faces.empty())
+
+
+def test_gray_frames_align_as_their_rgb_does(full: FaceDetector, data_file) -> None:
+    """Video frames are aligned from their gray picture: the crops must be the RGB path's, within rounding
+    (warping and the luma weighting are both linear)."""
+    group = read_rgb(data_file("multiface/multi_face.jpg"))
+    faces = full.detect(group)
+    from_rgb = align_faces(group, faces, size=48)
+    from_gray = align_faces(cv2.cvtColor(group, cv2.COLOR_RGB2GRAY), faces, size=48)
+    assert from_gray.shape == from_rgb.shape == (5, 48, 48) and from_gray.dtype == np.uint8
+    diff = np.abs(from_gray.astype(int) - from_rgb)
+    assert diff.max() <= 2 and diff.mean() < 0.5
+    with pytest.raises(FaceDetectorError, match="gray crops only"):
+        align_faces(cv2.cvtColor(group, cv2.COLOR_RGB2GRAY), faces, gray=False)
 
 
 def test_bad_settings_raise_clear_errors() -> None:

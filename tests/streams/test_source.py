@@ -213,10 +213,55 @@ def test_still_image_can_be_scaled(data_file):
 
 
 def test_padded_rows_from_a_642_px_test_source():
+    # I420 of 642 px: Y rows of 644 bytes, chroma rows of 321 px in 324 bytes; any slip in the unpadding
+    # shifts rows and shows as colour at the frame's right edge or bottom.
     with open_source("test://?width=642&height=6&pattern=red&num-buffers=2&live=0") as src:
-        image = src.read().image
-    assert image.shape == (6, 642, 3)
-    assert (image == np.array([255, 0, 0], dtype=np.uint8)).all()
+        frame = src.read()
+        image = frame.image
+    assert frame.planar and image.shape == (6, 642, 3)
+    # Red through BT.601 limited-range YUV and back: within rounding of (255, 0, 0) everywhere.
+    assert np.abs(image.astype(int) - [255, 0, 0]).max() <= 2
+    assert frame.gray.shape == (6, 642) and np.ptp(frame.gray) == 0  # one luma everywhere, no padding bytes
+
+
+@pytest.mark.parametrize(("width", "height"), [(641, 361), (643, 5), (640, 360)])
+def test_odd_and_padded_i420_frames_match_gstreamers_own_rgb(width, height):
+    """The I420 planes unpacked and converted here give GStreamer's videoconvert RGB, also at odd sizes
+    (OpenCV needs even ones: the last row/column is repeated) and padded strides. Measured on flat colours
+    (SMPTE bars have sharp chroma edges where nearest and linear chroma upsampling differ by design)."""
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    from gi.repository import Gst
+
+    uri = f"test://?width={width}&height={height}&pattern=white&num-buffers=1&live=0"
+    for pattern, want in (("white", 255), ("black", 0)):
+        with open_source(uri.replace("white", pattern)) as src:
+            frame = src.read()
+        assert frame.planar and frame.image.shape == (height, width, 3) and frame.gray.shape == (height, width)
+        assert np.abs(frame.image.astype(int) - want).max() <= 2 and np.abs(frame.gray.astype(int) - want).max() <= 2
+    # A picture with structure: a moving ball on black, as GStreamer itself converts it to RGB.
+    Gst.init(None)
+    pipe = Gst.parse_launch(f"videotestsrc num-buffers=1 pattern=ball ! video/x-raw,width={width},height={height}"
+                            " ! videoconvert ! video/x-raw,format=RGB ! appsink name=s")
+    pipe.set_state(Gst.State.PLAYING)
+    sample = pipe.get_by_name("s").emit("pull-sample")
+    buf = sample.get_buffer()
+    stride = (width * 3 + 3) // 4 * 4
+    raw = np.frombuffer(buf.extract_dup(0, buf.get_size()), np.uint8)[: stride * height]
+    ref = raw.reshape(height, stride)[:, : width * 3].reshape(height, width, 3)
+    pipe.set_state(Gst.State.NULL)
+    with open_source(f"test://?width={width}&height={height}&pattern=ball&num-buffers=1&live=0") as src:
+        frame = src.read()
+    diff = np.abs(frame.image.astype(int) - ref)
+    assert diff.mean() < 3.0, diff.mean()
+    assert np.abs(frame.gray.astype(int) - cv2_gray(ref)).mean() < 3.0
+
+
+def cv2_gray(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(int)
 
 
 def test_test_source_is_live_and_keeps_only_the_latest_frame():
