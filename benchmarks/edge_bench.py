@@ -4,11 +4,14 @@ Each round runs, on the same clip, back to back: GStreamer decode-only (the ceil
 configuration (short-range BlazeFace through MediaPipe's Tasks graph, stages one after another), full range on
 the TFLite interpreter with detection on every frame (sequential and overlapped), and the detection interval:
 N=5 with faces carried by a short-range region pass, and by optical flow at N=5 (the default of ``emostream
-run``) and N=8. Rounds interleave the configurations so a load change on a shared machine hits all of them;
-the table gives the median and the range over the rounds. What each configuration changes for users is
-measured against full range with detection on every frame: frames with exactly one face, and the per-face
-label agreement where both found a face. The same agreement for crops shifted at random by up to 1 px
-(``--jitter``) gives the noise floor: how much the label moves when nothing but the crop does.
+run``) and N=8; the default once more with GStreamer converting every frame to RGB (as sources delivered
+frames before they stayed I420, :mod:`emostream.streams.frame`); and both decode-only baselines: frames as
+delivered (I420) and converted to RGB by GStreamer. Rounds interleave the configurations so a load change on
+a shared machine hits all of them; the table gives the median and the range over the rounds. What each
+configuration changes for users is measured against full range with detection on every frame: frames with
+exactly one face, and the per-face label agreement where both found a face. The same agreement for crops
+shifted at random by up to 1 px (``--jitter``) gives the noise floor: how much the label moves when nothing
+but the crop does.
 
     nice -n 10 .venv/bin/python benchmarks/edge_bench.py [--rounds 3] [--clip PATH] [--threads N]
 
@@ -34,14 +37,15 @@ from emostream.edge.pipeline import FrameAnalyzer  # noqa: E402
 from emostream.engines.emotion import DEFAULT_MODEL, load_engine  # noqa: E402
 from emostream.streams import Frame  # noqa: E402
 
-#: (name, detector model, detector runtime, overlap, detect interval, interval tracker)
+#: (name, detector model, detector runtime, overlap, detect interval, interval tracker, RGB frames from GStreamer)
 CONFIGS = [
-    ("main: short/mediapipe, sequential", "short", "mediapipe", False, 1, "flow"),
-    ("full/litert, every frame, sequential", "full", "litert", False, 1, "flow"),
-    ("full/litert, every frame, overlapped", "full", "litert", True, 1, "flow"),
-    ("interval 5, region, overlapped", "full", "litert", True, 5, "region"),
-    ("default: interval 5, flow, overlapped", "full", "litert", True, 5, "flow"),
-    ("interval 8, flow, overlapped", "full", "litert", True, 8, "flow"),
+    ("main: short/mediapipe, sequential", "short", "mediapipe", False, 1, "flow", True),
+    ("full/litert, every frame, sequential", "full", "litert", False, 1, "flow", False),
+    ("full/litert, every frame, overlapped", "full", "litert", True, 1, "flow", False),
+    ("interval 5, region, overlapped", "full", "litert", True, 5, "region", False),
+    ("interval 5, flow, overlapped, RGB frames", "full", "litert", True, 5, "flow", True),
+    ("default: interval 5, flow, overlapped", "full", "litert", True, 5, "flow", False),
+    ("interval 8, flow, overlapped", "full", "litert", True, 8, "flow", False),
 ]
 REFERENCE = "full/litert, every frame, overlapped"
 DEFAULT = "default: interval 5, flow, overlapped"
@@ -93,18 +97,21 @@ def main() -> int:
     fps: dict[str, list[float]] = {name: [] for name, *_ in CONFIGS}
     stage_ms: dict[str, dict[str, float]] = {}
     decode: list[float] = []
+    decode_rgb: list[float] = []
     runs: dict[str, dict] = {}
     sample = []
     for rnd in range(args.rounds):
         n, t, sample = _decode_only(args.clip, None)
         decode.append(n / t)
-        for name, model, runtime, overlap, interval, tracker in CONFIGS:
+        n, t, _ = _decode_only(args.clip, None, rgb=True)
+        decode_rgb.append(n / t)
+        for name, model, runtime, overlap, interval, tracker, rgb in CONFIGS:
             print(f"  round {rnd + 1}: {name}", file=sys.stderr, flush=True)
             analyzer = FrameAnalyzer(detectors[(model, runtime)], engine)
             analyzer.interval = IntervalDetector(analyzer.detector, interval, tracker)
             for k, image in enumerate(sample[:5]):
                 analyzer.analyze(Frame(image, k, 0, "warmup"))
-            r = _run_once(analyzer, args.clip, None, overlap)
+            r = _run_once(analyzer, args.clip, None, overlap, rgb=rgb)
             analyzer.interval.close()
             fps[name].append(r["fps"])
             stage_ms[name] = r["ms_per_frame"]
@@ -112,20 +119,24 @@ def main() -> int:
     haar = _haar_ms(sample)
     ref = runs[REFERENCE]
     dec = statistics.median(decode)
-    print(f"\nclip {Path(args.clip).name} ({ref['frames']} frames, 640x360), {args.rounds} rounds, "
+    dec_rgb = statistics.median(decode_rgb)
+    height, width = sample[0].shape[:2]
+    print(f"\nclip {Path(args.clip).name} ({ref['frames']} frames, {width}x{height}), {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}; ONNX Runtime threads "
           f"{args.threads or 'default'}")
-    print(f"decode only: median {dec:.0f} frames/s (range {min(decode):.0f}-{max(decode):.0f}); "
+    print(f"decode only (I420 as delivered): median {dec:.0f} frames/s (range {min(decode):.0f}-{max(decode):.0f}); "
+          f"decode to RGB (GStreamer converts): median {dec_rgb:.0f} ({min(decode_rgb):.0f}-{max(decode_rgb):.0f}); "
           f"Haar cascade (fer's detector) {haar:.1f} ms/frame\n")
-    print("| configuration | frames/s median (range) | / decode-only | vs main | detect / align / infer ms/frame "
-          "| frames with one face | label (smoothed) agreement vs every frame |")
-    print("|:--|---:|---:|---:|---:|---:|---:|")
+    print("| configuration | frames/s median (range) | / decode-only (I420) | / decode to RGB | vs main "
+          "| detect / align / infer ms/frame | frames with one face | label (smoothed) agreement vs every frame |")
+    print("|:--|---:|---:|---:|---:|---:|---:|---:|")
     base = statistics.median(fps[CONFIGS[0][0]])
     for name, *_ in CONFIGS:
         med = statistics.median(fps[name])
         ms = stage_ms[name]
         agr = _agreement(ref["meanings"], runs[name]["meanings"])
         print(f"| {name} | {med:.0f} ({min(fps[name]):.0f}-{max(fps[name]):.0f}) | {med / dec:.2f} | "
+              f"{med / dec_rgb:.2f} | "
               f"{med / base:.2f}x | {ms['detect']:.2f} / {ms['align']:.2f} / {ms['infer']:.2f} | "
               f"{runs[name]['frames_one_face']}/{runs[name]['frames']} | {agr['label_agreement']:.1%} "
               f"({agr['smoothed_label_agreement']:.1%}) |")

@@ -94,18 +94,18 @@ def _fraction(value: float) -> str:
 
 
 def _tail(spec: SourceSpec, width: int | None, height: int | None, fps: float | None, *,
-          still: bool | None = None) -> str:
+          still: bool | None = None, rgb: bool = False) -> str:
     """``videorate ! videoscale ! videoconvert ! caps ! appsink``; rate and scale only when asked.
 
     Rate and scale sit *before* the colour conversion so dropped frames are never converted and the
     conversion runs on the smaller picture. ``still`` (default: the file name says image) skips the rate.
     Video comes out as I420, what decoders produce (``videoconvert`` then passes it through untouched; RGB
     is made per frame only when asked for, see :mod:`streams.frame`); still images and Jetson CSI
-    cameras (BGRx from ``nvvidconv``) as RGB.
+    cameras (BGRx from ``nvvidconv``) as RGB, and everything as RGB when ``rgb``.
     """
     is_still = spec.is_image if still is None else still
     parts: list[str] = []
-    caps = ["video/x-raw", f"format={'RGB' if is_still or spec.kind == 'csi' else 'I420'}"]
+    caps = ["video/x-raw", f"format={'RGB' if rgb or is_still or spec.kind == 'csi' else 'I420'}"]
     if fps is not None and not is_still:
         parts.append("videorate")
         caps.append(f"framerate={_fraction(fps)}")
@@ -603,6 +603,7 @@ def open_source(
     height: int | None = None,
     fps: float | None = None,
     timeout: float = 10.0,
+    rgb: bool = False,
 ) -> VideoSource:
     """Open ``uri`` (see :mod:`streams.uri`), start it and wait for its first frame.
 
@@ -613,6 +614,10 @@ def open_source(
     aspect is letterboxed (black bars), never stretched, so faces keep their proportions. Every failure --
     unknown scheme, missing file or device, undecodable data, refused connection, nothing within
     ``timeout`` seconds -- raises :class:`SourceError` with one readable line.
+
+    Video frames come as the decoder's I420 planes and become RGB only when ``frame.image`` is read
+    (:mod:`streams.frame`); ``rgb=True`` has GStreamer convert every frame instead, on its own thread
+    (for consumers that need RGB of every frame anyway; the benchmark's decode-to-RGB baseline).
     """
     for name, value in (("width", width), ("height", height)):
         if value is not None and int(value) <= 0:
@@ -642,7 +647,7 @@ def open_source(
     if latest_only is None:
         latest_only = spec.is_live
     # decodebin's pads appear later and are linked by hand (_connect_dynamic); static heads link here.
-    tail = _tail(spec, width, height, fps, still=True if header is not None else None)
+    tail = _tail(spec, width, height, fps, still=True if header is not None else None, rgb=rgb)
     text = f"{head} {'' if dynamic else '! '}{tail}"
     try:
         pipeline = Gst.parse_launch(text)

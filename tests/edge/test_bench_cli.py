@@ -15,13 +15,16 @@ def test_bench_reports_stages_and_baselines(data_file):
     assert set(result["ms_per_frame"]) == {"decode", "detect", "align", "infer"}
     assert all(v > 0 for v in result["ms_per_frame"].values())
     assert result["fps"] > 0 and result["baseline_decode_only_fps"] > result["fps"]
+    assert result["baseline_decode_rgb_fps"] > result["fps"]  # the earlier baseline: GStreamer converts to RGB
+    assert result["ratio_to_decode_rgb"] > 0
     assert result["baseline_haar_detect_ms"] > 0
 
 
 def test_bench_text_report(data_file):
     proc = emostream("bench", str(data_file("video/single_face.mp4")), "--frames", "10", timeout=180)
     assert proc.returncode == 0, proc.stderr
-    for word in ("decode", "detect", "align", "infer", "end-to-end", "Haar cascade", "decode only"):
+    for word in ("decode", "detect", "align", "infer", "end-to-end", "Haar cascade", "decode only",
+                 "decode to RGB"):
         assert word in proc.stdout
 
 
