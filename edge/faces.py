@@ -59,6 +59,7 @@ process-wide side effects from a library module).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -67,12 +68,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-
-# Imported eagerly on purpose: `import mediapipe` pulls in matplotlib, and importing matplotlib's
-# ft2font while a GStreamer decode pipeline is running aborts the process (a C++ exception from
-# pybind11, seen with mediapipe 0.10.21 + Debian's GStreamer 1.22). Importing it with this module
-# guarantees it happens before any source is opened.
-import mediapipe  # noqa: F401
 import numpy as np
 
 #: Names of the six keypoints, in the order of ``Faces.keypoints[:, k]``.
@@ -161,11 +156,19 @@ def model_path(model: str) -> Path:
              "full": "face_detection_full_range_sparse.tflite"}
     if model not in names:
         raise FaceDetectorError(f"unknown face model {model!r}; choose one of {', '.join(MODELS)}")
-    path = Path(mediapipe.__file__).parent / "modules" / "face_detection" / names[model]
+    # Located, not imported: `import mediapipe` costs ~0.5 s and pulls in matplotlib, and the default
+    # runtime (litert) needs only the files. (Importing matplotlib after GStreamer initialised used to abort
+    # the process; streams.source now imports its ft2font first.)
+    spec = importlib.util.find_spec("mediapipe")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not roots:
+        raise FaceDetectorError("the BlazeFace models come with the mediapipe wheel, which is not installed "
+                                "(pip install mediapipe==0.10.21)")
+    path = Path(roots[0]) / "modules" / "face_detection" / names[model]
     if not path.is_file():
         raise FaceDetectorError(
-            f"face model file not found: {path} (mediapipe {getattr(mediapipe, '__version__', '?')}; "
-            "the project needs mediapipe==0.10.21, whose wheel ships the BlazeFace models)"
+            f"face model file not found: {path}; the project needs mediapipe==0.10.21, whose wheel ships the "
+            "BlazeFace models"
         )
     return path
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -66,8 +67,28 @@ def _gst() -> tuple[ModuleType, ModuleType, ModuleType]:
         raise SourceError(
             f"GStreamer Python bindings are not available ({exc}); install PyGObject and GStreamer 1.x"
         ) from None
+    _import_ft2font_first()
     Gst.init(None)
     return Gst, GstVideo, GstPbutils
+
+
+def _import_ft2font_first() -> None:
+    """Import matplotlib's ``ft2font`` before GStreamer initialises, when matplotlib is installed.
+
+    Why: in a process that has loaded OpenCV, ``ft2font`` (a pybind11 module) imported for the first time
+    *after* ``Gst.init`` throws a C++ exception that aborts the whole process (matplotlib 3.11, Debian 12's
+    GStreamer 1.22) -- so ``open_source(...)`` followed by ``import matplotlib.pyplot`` in a notebook, or by
+    a MediaPipe graph (``import mediapipe`` pulls matplotlib in), killed Python without a word. Imported
+    first, it is harmless. Costs ~0.15 s once per process, only where matplotlib exists.
+    """
+    import importlib.util
+
+    if "matplotlib.ft2font" in sys.modules or importlib.util.find_spec("matplotlib") is None:
+        return
+    try:
+        import matplotlib.ft2font  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken matplotlib must not stop video from opening
+        pass
 
 
 @dataclass

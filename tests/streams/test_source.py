@@ -557,3 +557,26 @@ def test_pipeline_text_for_sources_this_machine_cannot_run():
                          " ! appsink name=sink")
     rtsp_head, rtsp_dynamic = _head(parse_uri("rtsp://cam.local/live"))
     assert rtsp_dynamic and rtsp_head.startswith("rtspsrc name=src latency=200 ! decodebin")
+
+
+def test_plotting_or_mediapipe_after_opening_a_source_does_not_kill_python(data_file, tmp_path):
+    """matplotlib's ft2font, first imported after GStreamer initialised in a process with OpenCV, used to abort
+    Python outright (a C++ exception): `open_source` then `import matplotlib.pyplot` in a notebook, or then an
+    `emostream.Analyzer` on MediaPipe's graphs. Run in a fresh interpreter, the only place the order is clean."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "order.py"
+    script.write_text(
+        "import cv2\n"
+        "from emostream.streams import open_source\n"
+        f"src = open_source({str(data_file('video/single_face.mp4'))!r})\n"
+        "assert src.read().image.shape[2] == 3\n"
+        "import matplotlib.pyplot\n"
+        "import mediapipe\n"
+        "from emostream.edge.faces import FaceDetector\n"
+        "assert len(FaceDetector('short', runtime='mediapipe').detect(src.read().image)) == 1\n"
+        "src.close()\n"
+        "print('survived')\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "survived" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
