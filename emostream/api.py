@@ -22,12 +22,15 @@ Defaults are the CLI's (:mod:`emostream.edge.config`), so a notebook and ``emost
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from emostream.edge.config import DetectorOptions, EngineOptions
 from emostream.edge.face_batch import FaceBatch
+
+if TYPE_CHECKING:
+    from emostream.streams import Frame
 
 Color = Literal["rgb", "bgr"]
 
@@ -111,18 +114,25 @@ class Analyzer:
         """The emotion labels, in the order of ``FaceBatch.probs`` columns."""
         return self._analyzer.labels
 
-    def analyze(self, image: np.ndarray, color: Color | None = None, t: float | None = None) -> FaceBatch:
+    def analyze(self, image: np.ndarray | Frame, color: Color | None = None, t: float | None = None) -> FaceBatch:
         """The faces in one image: boxes, scores, keypoints, crops, probabilities, valence/arousal (and
         with ``track=True`` track ids and smoothed labels). No face: an empty batch, never None.
 
-        ``color`` overrides the analyzer's default channel order for this call; ``t`` is the frame's
-        time in seconds (default: frame count / ``fps``), used by tracking and smoothing.
+        ``image`` is a numpy image, or a ``Frame`` from :func:`emostream.open_source` (taken as decoded:
+        a video frame's YUV planes are used as they are, and RGB is made only when the detector runs).
+        ``color`` overrides the analyzer's default channel order for this call (numpy images only); ``t``
+        is the frame's time in seconds (default: a ``Frame``'s own, else frame count / ``fps``), used by
+        tracking and smoothing.
         """
         from emostream.streams import Frame
 
-        rgb = _to_rgb(image, color or self.color)
-        t = self._index / self.fps if t is None else float(t)
-        frame = Frame(image=rgb, index=self._index, pts_ns=int(round(t * 1e9)), stream="api")
+        if isinstance(image, Frame):
+            t = image.t if t is None else float(t)
+            frame = image.placed(self._index, int(round(t * 1e9)), "api")
+        else:
+            rgb = _to_rgb(image, color or self.color)
+            t = self._index / self.fps if t is None else float(t)
+            frame = Frame(image=rgb, index=self._index, pts_ns=int(round(t * 1e9)), stream="api")
         self._index += 1
         batch = self._analyzer.analyze(frame)
         if self._processor is not None:

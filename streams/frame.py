@@ -103,6 +103,15 @@ class Frame:
                             ("_rgb", None), ("_gray", None), ("_i420", None), ("_colour", None)):
             object.__setattr__(self, name, value)
 
+    def placed(self, index: int, pts_ns: int, stream: str) -> Frame:
+        """The same pixels (and whatever was already converted) at another place in another stream: for a
+        consumer that numbers frames itself (the Python API's ``Analyzer``)."""
+        other = Frame.__new__(Frame)
+        other._init(index, pts_ns, stream, self.width, self.height)
+        for name in ("_rgb", "_gray", "_i420", "_colour"):
+            object.__setattr__(other, name, getattr(self, name))
+        return other
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Frame is immutable (cannot set {name!r})")
 

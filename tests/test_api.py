@@ -109,6 +109,34 @@ def test_tracking_over_video_frames_from_open_source(data_file):
     assert all(len(b) == 1 for b in batches)
 
 
+def test_frames_from_open_source_are_taken_as_decoded(analyzer, data_file):
+    """A video Frame passed as it is: the same faces and labels as its RGB image, its own timestamp, and no RGB
+    conversion at all on frames where the detector does not run (the YUV planes serve flow and crops)."""
+    clip = str(data_file("video/WolfgangLanger_Pexels.mp4"))
+    with emostream.open_source(clip) as src:
+        frames = [src.read() for _ in range(12)]
+    as_rgb = [analyzer.analyze(f.image, t=f.t) for f in frames[:6]]
+    with emostream.open_source(clip) as src:
+        fresh = [src.read() for _ in range(12)]
+    as_frames = [analyzer.analyze(f) for f in fresh[:6]]
+    for a, b in zip(as_rgb, as_frames):
+        assert len(a) == len(b) == 1
+        assert np.abs(a.boxes - b.boxes).max() < 3.0
+    agree = np.mean([a.top_labels()[0] == b.top_labels()[0] for a, b in zip(as_rgb, as_frames)])
+    assert agree >= 5 / 6
+    with emostream.Analyzer(track=True, fps=24.0) as tracking:
+        interval = tracking._analyzer.interval
+        batches, detected = [], []
+        for f in fresh[6:]:
+            before = interval.full_detections
+            batches.append(tracking.analyze(f))
+            detected.append(interval.full_detections > before)
+    assert all(len(b) == 1 for b in batches)
+    assert detected == [True, False, False, False, False, True]  # every 5 frames; flow carries the face between
+    assert [b.frame._rgb is not None for b in batches] == detected  # RGB made for the detector only
+    assert batches[0].frame.t == pytest.approx(fresh[6].t)
+
+
 def test_unrelated_images_are_each_searched_whole(analyzer):
     """Without tracking, calls are unrelated photos: every call gets a full detection."""
     assert analyzer._analyzer.interval.interval == 1
