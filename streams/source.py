@@ -120,13 +120,13 @@ def _tail(spec: SourceSpec, width: int | None, height: int | None, fps: float | 
 
     Rate and scale sit *before* the colour conversion so dropped frames are never converted and the
     conversion runs on the smaller picture. ``still`` (default: the file name says image) skips the rate.
-    Video comes out as I420, what decoders produce (``videoconvert`` then passes it through untouched; RGB
-    is made per frame only when asked for, see :mod:`streams.frame`); still images and Jetson CSI
-    cameras (BGRx from ``nvvidconv``) as RGB, and everything as RGB when ``rgb``.
+    Video comes out as I420, what decoders and ``nvvidconv`` produce (``videoconvert`` then passes it through
+    untouched; RGB is made per frame only when asked for, see :mod:`streams.frame`); still images as RGB, and
+    everything as RGB when ``rgb``.
     """
     is_still = spec.is_image if still is None else still
     parts: list[str] = []
-    caps = ["video/x-raw", f"format={'RGB' if rgb or is_still or spec.kind == 'csi' else 'I420'}"]
+    caps = ["video/x-raw", f"format={'RGB' if rgb or is_still else 'I420'}"]
     if fps is not None and not is_still:
         parts.append("videorate")
         caps.append(f"framerate={_fraction(fps)}")
@@ -156,10 +156,11 @@ def _head(spec: SourceSpec, width: int | None = None, height: int | None = None)
     if spec.kind == "rtsp":
         return f"rtspsrc name=src latency={_RTSP_LATENCY_MS} ! decodebin name=dec", True
     if spec.kind == "csi":
-        # nvvidconv scales on the Jetson's VIC engine, so the CPU videoscale in the tail passes through.
+        # nvvidconv scales and converts on the Jetson's VIC engine (to I420 in system memory, the planes the
+        # edge reads directly), so the CPU videoscale and videoconvert in the tail pass through.
         size = "".join(f",{k}={int(v)}" for k, v in (("width", width), ("height", height)) if v is not None)
         src = f"nvarguscamerasrc name=src sensor-id={spec.sensor_id}"
-        return f"{src} ! nvvidconv ! video/x-raw,format=BGRx{size}", False
+        return f"{src} ! nvvidconv ! video/x-raw,format=I420{size}", False
     if spec.kind == "test":
         p = spec.params
         src = f"videotestsrc name=src is-live={'true' if spec.is_live else 'false'}"

@@ -549,12 +549,13 @@ def test_pipeline_text_for_sources_this_machine_cannot_run():
     head, dynamic = _head(csi, 1280, 720)
     assert not dynamic
     assert head == (
-        "nvarguscamerasrc name=src sensor-id=1 ! nvvidconv ! video/x-raw,format=BGRx,width=1280,height=720"
+        "nvarguscamerasrc name=src sensor-id=1 ! nvvidconv ! video/x-raw,format=I420,width=1280,height=720"
     )
     tail = _tail(csi, 1280, 720, 15.0)
     assert tail.startswith("videorate name=tail ! videoscale ! videoconvert ! ")
-    assert tail.endswith("video/x-raw,format=RGB,framerate=15/1,width=1280,height=720,pixel-aspect-ratio=1/1"
+    assert tail.endswith("video/x-raw,format=I420,framerate=15/1,width=1280,height=720,pixel-aspect-ratio=1/1"
                          " ! appsink name=sink")
+    assert "format=RGB" in _tail(csi, 1280, 720, 15.0, rgb=True)
     rtsp_head, rtsp_dynamic = _head(parse_uri("rtsp://cam.local/live"))
     assert rtsp_dynamic and rtsp_head.startswith("rtspsrc name=src latency=200 ! decodebin")
 
