@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emostream.datasets import DatasetError
 from emostream.errors import positive_int
+
+if TYPE_CHECKING:
+    from emostream.training.augment import AugmentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FER = REPO.parent / "shared" / "data" / "fer2013"
@@ -239,9 +243,21 @@ def _common(p: argparse.ArgumentParser, arch: str, epochs: int, out: str) -> Non
     p.add_argument("--ema", type=_ema_decay, default=0.0, metavar="DECAY",
                    help="also keep an exponential moving average of the weights, updated every step with this "
                         "decay (e.g. 0.999), and select and save the average (default 0 = off)")
+    p.add_argument("--light-aug", action="store_true",
+                   help="also vary exposure: gamma 0.7-1.6 and gain 0.3-1.1 on ~20%% of faces (dim rooms, evenings; "
+                        "benchmarks/robustness.py's dim and flat rows)")
     p.add_argument("--camera-aug", action="store_true",
                    help="also degrade faces as cameras do (blur, low resolution, noise, JPEG; each on ~15%% of "
                         "faces): robustness beyond FER2013's web photos, measured by benchmarks/robustness.py")
+
+
+def _augment(camera: bool, light: bool) -> AugmentConfig:
+    from dataclasses import replace
+
+    from emostream.training.augment import CAMERA, LIGHT_P, AugmentConfig
+
+    base = CAMERA if camera else AugmentConfig()
+    return replace(base, light_p=LIGHT_P) if light else base
 
 
 def _ema_decay(text: str) -> float:
@@ -272,7 +288,6 @@ def default_lr(batch_size: int) -> float:
 def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temperature: float) -> int:
     import numpy as np
 
-    from emostream.training.augment import CAMERA, AugmentConfig
     from emostream.training.data import load_fer_data
     from emostream.training.loop import TrainConfig, autocast_bf16, resolve_device, train
     from emostream.training.models import build_model
@@ -298,13 +313,13 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
                       temperature=temperature, seed=args.seed, threads=args.threads,
                       time_budget_s=args.time_budget, device=str(device), bf16=not args.no_bf16,
                       teacher_flip=bool(getattr(args, "teacher_flip", False)), mixup=args.mixup,
-                      ema=args.ema, augment=CAMERA if args.camera_aug else AugmentConfig())
+                      ema=args.ema, augment=_augment(args.camera_aug, args.light_aug))
     precision = "bf16 autocast" if autocast_bf16(device, cfg.bf16) else "fp32"
     print(f"emostream: {args.arch} on {device} ({precision}), {len(train_ds):,} train / {len(val_ds):,} val faces, "
           f"batch {cfg.batch_size}, peak lr {lr:g}", flush=True)
     meta = {"arch": args.arch, "labels": list(train_ds.names), "input_size": 48,
             "teachers": [str(p) for p in teachers_ckpts], "init": str(init) if init else None,
-            "camera_aug": bool(args.camera_aug)}
+            "camera_aug": bool(args.camera_aug), "light_aug": bool(args.light_aug)}
     best = train(model, train_ds, val_ds, cfg, args.out, teachers=teachers, extra_meta=meta,
                  progress=not args.no_progress)
     print(f"done: {args.arch} best epoch {best['epoch']} val_acc {best['accuracy']:.4f} "

@@ -72,3 +72,31 @@ def test_camera_preset_touches_some_faces_not_all(data_file):
     out = augment_batch(x, cfg, torch.Generator().manual_seed(0))
     changed = ((out - x).abs().flatten(1).max(1).values > 1e-4).float().mean()
     assert 0.2 < changed < 0.9  # each of 4 kinds on ~15 % of faces: about half the batch
+
+
+def test_exposure_changes_light_on_some_faces_and_keeps_them(data_file):
+    from dataclasses import replace
+
+    from emostream.training.augment import LIGHT_P
+
+    x = _faces(data_file)
+    all_lit = replace(AugmentConfig(**_IDENTITY), light_p=1.0)
+    a = augment_batch(x, all_lit, torch.Generator().manual_seed(2))
+    assert torch.equal(a, augment_batch(x, all_lit, torch.Generator().manual_seed(2)))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    ratio = a.mean(dim=(1, 2, 3)) / x.mean(dim=(1, 2, 3))
+    assert ratio.min() < 0.5 and float((ratio < 1).float().mean()) > 0.6  # mostly darker, some much darker
+    for i in range(len(x)):  # the same face: light changes monotonically, so the ranks of pixels barely move
+        assert torch.corrcoef(torch.stack([a[i].flatten(), x[i].flatten()]))[0, 1] > 0.85
+    some = augment_batch(x, replace(AugmentConfig(**_IDENTITY), light_p=LIGHT_P), torch.Generator().manual_seed(0))
+    changed = ((some - x).abs().flatten(1).max(1).values > 1e-4).float().mean()
+    assert 0.05 < changed < 0.45
+
+
+def test_light_aug_flag_adds_exposure_to_either_preset():
+    from emostream.training.augment import CAMERA, LIGHT_P
+    from emostream.training.commands import _augment
+
+    assert _augment(False, False) == AugmentConfig() and _augment(True, False) == CAMERA
+    assert _augment(False, True).light_p == LIGHT_P and _augment(False, True).blur_p == 0
+    assert _augment(True, True).light_p == LIGHT_P and _augment(True, True).blur_p == CAMERA.blur_p
