@@ -60,7 +60,7 @@ TRACKERS: tuple[str, ...] = ("flow", "region")
 class _StreamState:
     since: int  # frames since the last full detection
     faces: Faces
-    frame: np.ndarray | None = None  # the frame the faces were found on, in gray, for the flow tracker
+    frame: np.ndarray | None = None  # the luma of the frame the faces were found on, for the flow tracker
     sure: np.ndarray | None = None  # per face: may be carried (confident, or found twice in place)
 
 
@@ -127,7 +127,6 @@ class IntervalDetector:
         state.sure = sure
         state.frame = cur
         return faces
-
 
     @property
     def max_tracked(self) -> int:

@@ -373,7 +373,7 @@ class VideoSource:
         self._eos = False
         self._closed = False
         self._caps: Any = None
-        self._planar = False  # I420 (video) or RGB (stills, CSI), as the negotiated caps say
+        self._planar = False  # I420 (video, cameras) or RGB (stills, rgb=True), as the negotiated caps say
         self._colour = Colour()
         # width, height, per-plane strides and offsets (one plane for RGB, three for I420)
         self._layout: tuple[int, int, tuple[int, ...], tuple[int, ...]] = (0, 0, (0,), (0,))
