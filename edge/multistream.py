@@ -82,6 +82,7 @@ class _Reader(threading.Thread):
         self.error: str | None = None
         self.dropped = 0  # live frames replaced in the buffer before the main loop took them
         self.stop = threading.Event()
+        self.cpu_s = 0.0  # this thread's CPU time, set when it ends
 
     def run(self) -> None:
         read = 0
@@ -106,6 +107,7 @@ class _Reader(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - a reader must always report, never die silently
             self.error = f"{self.source.stream}: {type(exc).__name__}: {exc}"
         finally:
+            self.cpu_s = time.thread_time()
             with self.cond:
                 self.done = True
                 self.cond.notify_all()
@@ -138,6 +140,11 @@ class StreamResult:
     #: Seconds from a frame leaving its source to its step having passed every sink (records written),
     #: for the last ``LATENCY_WINDOW`` frames (bounded: a run may last for days).
     latency_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
+    #: CPU seconds of the run's own Python threads, shared by all streams of a run: ``front`` (detection and
+    #: alignment), ``main`` (engine, trackers, sinks), ``readers`` (all streams' frame copies). What the
+    #: process used beyond them went to GStreamer's threads. Where the GIL is what limits a run, these add up
+    #: to well under the cores while frames/s stops growing (see README, "What limits four streams").
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def run_streams(
@@ -241,6 +248,7 @@ class _Scheduler:
         self.total_frames = self.total_faces = 0
         self.queue: queue.Queue = queue.Queue(maxsize=_PIPELINE_AHEAD)
         self.abort = threading.Event()  # the main thread is leaving: the front stops at once
+        self.front_cpu_s = 0.0
 
     def stopping(self) -> bool:
         return self.should_stop is not None and self.should_stop()
@@ -317,6 +325,8 @@ class _Scheduler:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
             self.put(_Failed(exc))
+        finally:
+            self.front_cpu_s = time.thread_time()
 
     def put(self, item: object) -> None:
         while not self.abort.is_set():
@@ -383,6 +393,7 @@ class _Scheduler:
                     return _Failed(RuntimeError("the detection thread ended without a result"))
 
     def run(self) -> list[StreamResult]:
+        main_cpu0 = time.thread_time()
         n = len(self.sources)
         for s in self.sources:
             self.metrics.stream_started(s.stream)
@@ -435,4 +446,8 @@ class _Scheduler:
             for r, s in zip(self.readers, self.sources):
                 r.join(timeout=2.0)
                 s.close()
+            cpu = {"front": self.front_cpu_s, "main": time.thread_time() - main_cpu0,
+                   "readers": sum(r.cpu_s for r in self.readers)}
+            for result in self.results:
+                result.thread_cpu_s = cpu
         return self.results

@@ -126,6 +126,9 @@ def _run_once(analyzer: Any, uri: str, limit: int | None, overlap: bool,
         devnull.close()
     wall, used = time.perf_counter() - start, _cpu_seconds() - cpu0
     frames = result.frames
+    by_thread = {k: round(1000 * v / frames, 3) for k, v in result.thread_cpu_s.items()} if frames else {}
+    if by_thread:
+        by_thread["gstreamer_and_other"] = round(1000 * used / frames - sum(by_thread.values()), 3)
     lat = np.array(result.latency_s, np.float64) * 1000.0
     return {
         "frames": frames,
@@ -139,6 +142,7 @@ def _run_once(analyzer: Any, uri: str, limit: int | None, overlap: bool,
         "ms_per_frame_write": round(1000 * t_serialise / frames, 3) if frames else 0.0,
         "ms_per_face_infer": round(timer.ms_per("infer", result.faces), 3),
         "cpu_ms_per_frame": round(1000 * used / frames, 3) if frames else None,
+        "cpu_ms_per_frame_by_thread": by_thread,
         "cores_busy": round(used / wall, 2) if wall else None,
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
@@ -291,6 +295,13 @@ def _print_report(result: dict[str, Any], haar: float) -> None:
               f"({dcpu['cores_busy']:.2f} of {result['cpus']} cores busy); the pipeline "
               f"{head['cpu_ms_per_frame']:.2f} ms/frame ({head['cores_busy']:.2f} cores busy): frames/s is "
               f"bounded by about {result['cpus'] * 1000 / head['cpu_ms_per_frame']:.0f} on this machine")
+        t = head.get("cpu_ms_per_frame_by_thread") or {}
+        if t:
+            print(f"  by thread: front (detect, flow, align) {t.get('front', 0):.2f}, main (engine, tracker, sinks) "
+                  f"{t.get('main', 0):.2f}, readers {t.get('readers', 0):.2f}, GStreamer and other "
+                  f"{t.get('gstreamer_and_other', 0):.2f} ms/frame; the front thread's wall time per frame is "
+                  f"{1000 / head['fps']:.2f} ms (what it does not spend on CPU it waits, for frames, the queue "
+                  "or the GIL)")
     print("baselines measured in this run:")
     dec = result["baseline_decode_only_fps"]
     print(f"  decode only (GStreamer -> frames as delivered, video in I420): {dec:.1f} frames/s; the pipeline "

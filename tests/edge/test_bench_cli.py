@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import run_emostream as emostream
 
 
@@ -45,6 +46,13 @@ def test_bench_compares_overlap_interval_and_live_latency(data_file):
     # CPU accounting (all threads) for the baseline and the pipeline: what bounds frames/s on a small CPU.
     assert r["baseline_decode_only_cpu"]["cpu_ms_per_frame"] > 0 and r["baseline_decode_only_cpu"]["cores_busy"] > 0
     assert sparse["cpu_ms_per_frame"] > r["baseline_decode_only_cpu"]["cpu_ms_per_frame"]  # it decodes too
+    # ... split by thread: the run's own Python threads, and what the process used beyond them (GStreamer).
+    by = sparse["cpu_ms_per_frame_by_thread"]
+    assert set(by) == {"front", "main", "readers", "gstreamer_and_other"}
+    assert by["front"] > 0 and by["main"] > 0 and by["readers"] > 0
+    assert sum(by.values()) == pytest.approx(sparse["cpu_ms_per_frame"], abs=0.01)
+    seq = r["runs"]["sequential_before"]["cpu_ms_per_frame_by_thread"]
+    assert seq["front"] == 0 and seq["main"] > by["main"]  # no front thread: its work is on the main thread
     live = r["live"]
     assert live["frames"] + live["dropped"] >= 25
     assert 0 < live["latency_ms_p50"] <= live["latency_ms_p99"]
