@@ -32,12 +32,16 @@ STUDENT_ARCH=${STUDENT_ARCH:-student_l}     # the shipped arch; a narrower STUDE
 CAMERA_AUG=${CAMERA_AUG:-0}                 # 1: --camera-aug for teacher and student (blur, low-res, noise, JPEG)
 TEACHER_FLIP=${TEACHER_FLIP:-0}             # 1: the student's KD target averages the teacher over each batch and its mirror
 MIXUP=${MIXUP:-0}                           # > 0: the student's --mixup alpha (e.g. 0.3); 0 = off
+LIGHT_AUG=${LIGHT_AUG:-0}                   # 1: --light-aug for teacher and student (exposure: gamma and gain)
+STUDENT_EMA=${STUDENT_EMA:-0}               # > 0: the student's --ema decay (selects and returns the average)
 
 fail() { echo "gpu_distill: error: $*" >&2; exit 2; }
 aug=()
 case $CAMERA_AUG in 0) ;; 1) aug=(--camera-aug) ;; *) fail "CAMERA_AUG must be 0 or 1, got $CAMERA_AUG" ;; esac
+case $LIGHT_AUG in 0) ;; 1) aug+=(--light-aug) ;; *) fail "LIGHT_AUG must be 0 or 1, got $LIGHT_AUG" ;; esac
+[[ $STUDENT_EMA =~ ^0([.][0-9]+)?$ ]] || fail "STUDENT_EMA must be a decay in [0, 1) (0 = off), got $STUDENT_EMA"
 [[ $MIXUP =~ ^[0-9]+([.][0-9]+)?$ ]] || fail "MIXUP must be a number >= 0 (0 = off), got $MIXUP"
-kd=(--mixup "$MIXUP")
+kd=(--mixup "$MIXUP" --ema "$STUDENT_EMA")
 case $TEACHER_FLIP in 0) ;; 1) kd+=(--teacher-flip) ;; *) fail "TEACHER_FLIP must be 0 or 1, got $TEACHER_FLIP" ;; esac
 say() { echo "gpu_distill: $(date -u +%H:%M:%S) $*"; }
 
@@ -80,7 +84,8 @@ init=()
 if [[ $STUDENT_INIT != scratch ]]; then init=(--init "$STUDENT_INIT"); fi
 lr=${STUDENT_LR:-$([[ $STUDENT_INIT == scratch ]] && echo 0.4 || echo 0.2)}
 say "student: --arch $STUDENT_ARCH, init ${STUDENT_INIT}, KD alpha $ALPHA T $TEMPERATURE, budget ${STUDENT_BUDGET}s, \
-batch $BATCH, lr $lr, camera aug $CAMERA_AUG, teacher flip $TEACHER_FLIP, mixup $MIXUP"
+batch $BATCH, lr $lr, camera aug $CAMERA_AUG, light aug $LIGHT_AUG, teacher flip $TEACHER_FLIP, mixup $MIXUP, \
+EMA $STUDENT_EMA"
 emostream distill --arch "$STUDENT_ARCH" --data "$PACK" --device "$DEVICE" --limit "$LIMIT" --teacher "$WORK/teacher/best.pt" "${init[@]}" \
     --alpha "$ALPHA" --temperature "$TEMPERATURE" --batch-size "$BATCH" --lr "$lr" --epochs "$STUDENT_EPOCHS" \
     --time-budget "$STUDENT_BUDGET" --threads 4 --no-progress "${aug[@]}" "${kd[@]}" --out "$WORK/student"

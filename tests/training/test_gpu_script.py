@@ -66,6 +66,12 @@ def test_bad_camera_aug_is_one_line(tmp_path, small_pack):
     done = _run(tmp_path, PACK=str(small_pack), MIXUP="-1")  # refused before minutes of teacher training
     assert done.returncode == 2
     assert done.stderr.strip() == "gpu_distill: error: MIXUP must be a number >= 0 (0 = off), got -1"
+    done = _run(tmp_path, PACK=str(small_pack), STUDENT_EMA="1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "gpu_distill: error: STUDENT_EMA must be a decay in [0, 1) (0 = off), got 1"
+    done = _run(tmp_path, PACK=str(small_pack), LIGHT_AUG="on")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "gpu_distill: error: LIGHT_AUG must be 0 or 1, got on"
 
 
 def test_cpu_rehearsal_writes_what_comes_back(tmp_path, small_pack):
@@ -73,7 +79,7 @@ def test_cpu_rehearsal_writes_what_comes_back(tmp_path, small_pack):
     the student (student_l, the shipped arch) and the teacher both trained with camera degradations."""
     done = _run(tmp_path, PACK=str(small_pack), DEVICE="cpu", LIMIT="32", TEACHER_ARCH="teacher_s",
                 TEACHER_EPOCHS="1", STUDENT_EPOCHS="1", TEACHER_BUDGET="30", STUDENT_BUDGET="30", BATCH="16",
-                CAMERA_AUG="1", TEACHER_FLIP="1", MIXUP="0.3")
+                CAMERA_AUG="1", TEACHER_FLIP="1", MIXUP="0.3", LIGHT_AUG="1", STUDENT_EMA="0.9")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "out"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
@@ -88,6 +94,8 @@ def test_cpu_rehearsal_writes_what_comes_back(tmp_path, small_pack):
     assert student["arch"] == "student_l" and student["init"] == "student" and student["camera_aug"] is True
     assert load_checkpoint(out / "teacher" / "best.pt")["camera_aug"] is True
     assert student["config"]["teacher_flip"] is True and student["config"]["mixup"] == 0.3
+    assert student["config"]["ema"] == 0.9 and student["light_aug"] is True
+    assert student["config"]["augment"]["light_p"] > 0 and teacher["config"]["augment"]["light_p"] > 0
     assert student["teachers"] == [str(tmp_path / "work" / "teacher" / "best.pt")]
     log = (out / "gpu_distill.log").read_text()
     precision = "bf16 autocast" if bf16_native() else "fp32"
