@@ -1,0 +1,117 @@
+"""Measures a design not (yet) in the product: each stream's front half in its own process.
+
+Why: per-thread CPU showed that one process with a front thread and a main thread is held by the GIL, not by
+the cores (README, "What limits four streams"). This probe spawns one process per stream that decodes, detects
+(interval 5, flow), aligns and sends faces and 48x48 crops back over a pipe -- optionally the frame's I420 planes
+too, which keyframes, overlays and the console would need; the parent runs the engine, tracker, smoothing and
+JSON records. It prints aggregate frames/s per round; compare with ``multistream_bench.py`` in the same minutes.
+
+    .venv/bin/python benchmarks/front_process_probe.py [--streams 1 4] [--planes] [--rounds 2] [--clip PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def default_clip() -> Path:
+    data = Path(os.environ.get("EMOSTREAM_DATA", REPO.parent / "shared" / "data"))
+    return data / "video" / "WolfgangLanger_Pexels.mp4"
+
+
+def front(conn: Connection, clip: str, stream: str, planes: bool) -> None:
+    """The child: decode, detect every 5th frame and carry by flow, align; one message per frame."""
+    from emostream.edge.faces import FaceDetector, align_faces
+    from emostream.edge.interval import IntervalDetector
+    from emostream.streams import open_source
+
+    interval = IntervalDetector(FaceDetector("full"), 5, "flow")
+    conn.recv()  # start together, after every child has loaded its models
+    with open_source(clip, stream=stream) as src:
+        for f in src:
+            faces = interval.detect_frame(f)
+            luma, to_gray = f.luma
+            crops = align_faces(luma, faces, size=48)
+            if to_gray is not None and len(crops):
+                crops = to_gray[crops]
+            pixels = (f._i420, f.width, f.height) if planes else None
+            conn.send((f.index, f.pts_ns, faces.boxes, faces.scores, faces.keypoints, crops, pixels))
+    conn.send(None)
+
+
+def run(clip: str, n: int, planes: bool) -> float:
+    import numpy as np
+
+    from emostream.edge.face_batch import FaceBatch, frame_record
+    from emostream.edge.faces import Faces
+    from emostream.edge.track import StreamProcessor
+    from emostream.engines.emotion import DEFAULT_MODEL, load_engine
+    from emostream.engines.emotion.valence_arousal import valence_arousal
+    from emostream.streams import Frame
+
+    engine = load_engine("onnxruntime", DEFAULT_MODEL, threads=1)
+    labels = tuple(engine.labels)
+    ctx = mp.get_context("spawn")  # GStreamer and ONNX Runtime threads do not survive a fork
+    procs, streams = [], {}
+    for k in range(n):
+        parent_end, child_end = ctx.Pipe()
+        p = ctx.Process(target=front, args=(child_end, clip, f"s{k}", planes), daemon=True)
+        p.start()
+        procs.append(p)
+        streams[parent_end] = StreamProcessor(f"s{k}", labels, 24.0)
+    time.sleep(3.0)  # start-up (imports, models) is not throughput
+    for conn in streams:
+        conn.send("go")
+    blank = np.zeros((4, 4, 3), np.uint8)
+    start, frames, live = time.perf_counter(), 0, set(streams)
+    while live:
+        for conn in wait(list(live)):
+            msg = conn.recv()
+            if msg is None:
+                live.discard(conn)
+                continue
+            index, pts, boxes, scores, kps, crops, pixels = msg
+            frame = Frame.from_i420(pixels[0], pixels[1], pixels[2], index, pts, "s") if pixels else Frame(
+                blank, index, pts, "s")
+            probs = engine.run(crops) if len(crops) else np.zeros((0, len(labels)), np.float32)
+            va = valence_arousal(probs, labels) if len(probs) else np.zeros((0, 2), np.float32)
+            step = streams[conn].process(FaceBatch.from_faces(Faces(boxes, scores, kps), crops, probs, labels, va,
+                                                              frame))
+            json.dumps(frame_record(step.batch))
+            frames += 1
+    fps = frames / (time.perf_counter() - start)
+    for p in procs:
+        p.join()
+    engine.close()
+    return fps
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--planes", action="store_true", help="also send every frame's I420 planes to the parent")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clip", default=str(default_clip()))
+    args = ap.parse_args()
+    if not Path(args.clip).is_file():
+        print(f"front_process_probe: clip not found: {args.clip} (set EMOSTREAM_DATA)", file=sys.stderr)
+        return 2
+    for rnd in range(args.rounds):
+        for n in args.streams:
+            print(f"round {rnd + 1}: {n} stream(s), planes {'sent' if args.planes else 'not sent'}: "
+                  f"{run(args.clip, n, args.planes):.0f} frames/s in aggregate", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
