@@ -31,6 +31,8 @@ _LK = {"winSize": (9, 9), "maxLevel": 2,
 MIN_POINTS = 8
 MAX_FB_ERROR = 2.0
 MAX_SCALE_STEP = 1.25
+#: The tracked points in box units (x, y), row by row: GRID x GRID over the inner 80 % of the box.
+_GRID_UNITS = np.stack(np.meshgrid(np.linspace(0.1, 0.9, GRID), np.linspace(0.1, 0.9, GRID)), axis=-1).reshape(-1, 2)
 
 
 def track_faces(prev: np.ndarray, cur: np.ndarray, faces: Faces) -> Faces | None:
@@ -72,10 +74,9 @@ def _face_motion(prev: np.ndarray, cur: np.ndarray, x: float, y: float, bw: floa
     a = cv2.resize(prev[y0:y1, x0:x1], size, interpolation=cv2.INTER_LINEAR)
     b = cv2.resize(cur[y0:y1, x0:x1], size, interpolation=cv2.INTER_LINEAR)
     fx, fy = size[0] / (x1 - x0), size[1] / (y1 - y0)
-    # Inner 80 % of the box: its border holds background that moves differently from the face.
-    gx = (np.linspace(x + 0.1 * bw, x + 0.9 * bw, GRID) - x0) * fx
-    gy = (np.linspace(y + 0.1 * bh, y + 0.9 * bh, GRID) - y0) * fy
-    p0 = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 1, 2).astype(np.float32)
+    # Inner 80 % of the box (its border holds background that moves differently from the face), from the grid
+    # in box units made once: building it per face (linspace, meshgrid) cost a third of the flow's time.
+    p0 = ((_GRID_UNITS * (bw, bh) + (x - x0, y - y0)) * (fx, fy)).astype(np.float32).reshape(-1, 1, 2)
     p1, ok1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **_LK)
     back, ok2, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **_LK)
     fb = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
