@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import groupby
 
 import numpy as np
 import pytest
@@ -47,10 +48,14 @@ def test_pexels_smoothed_label_changes_far_less_often_than_raw(pexels):
         raw.append(labels[int(np.argmax(p))])
         smooth.append(smoother.update(p, t).label)
     raw_changes, smooth_changes = count_changes(raw), count_changes(smooth)
-    # Measured: v0 31 raw changes vs 3 smoothed (sad -> fear -> sad -> happy); the student 42 vs 3 (~14x).
-    assert raw_changes >= 15
+    # Measured: v0 31 raw changes vs 3 smoothed (sad -> fear -> sad -> happy); the students of 2026-11-30 42 vs 3
+    # (afternoon) and 9 vs 3 (evening: averaged weights flicker far less, sad -> fear -> neutral -> happy).
+    assert raw_changes >= 5, "frame-by-frame labels flicker where the expression turns"
     assert smooth_changes >= 1, "the woman goes from crying to laughing: the label must change"
-    assert raw_changes >= 5 * smooth_changes, (raw_changes, smooth_changes)
+    assert 2 * smooth_changes <= raw_changes, (raw_changes, smooth_changes)
+    # What the smoother removes: the raw labels' one- and two-frame blips. No smoothed label is that short.
+    runs = lambda xs: [len(list(g)) for _, g in groupby(xs)]  # noqa: E731
+    assert min(runs(raw)) <= 2 and min(runs(smooth)) >= 10, (runs(raw), runs(smooth))
     # Crying for the first seconds, laughing at the end (the very first frame may read neutral).
     assert Counter(smooth[:72]).most_common(1)[0][0] == "sad" and smooth[-1] == "happy"
 
