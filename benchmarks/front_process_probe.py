@@ -31,8 +31,9 @@ def default_clip() -> Path:
 
 def front(conn: Connection, clip: str, stream: str, planes: bool) -> None:
     """The child: decode, detect every 5th frame and carry by flow, align; one message per frame."""
-    from emostream.edge.faces import FaceDetector, align_faces
+    from emostream.edge.faces import FaceDetector
     from emostream.edge.interval import IntervalDetector
+    from emostream.edge.pipeline import gray_crops
     from emostream.streams import open_source
 
     interval = IntervalDetector(FaceDetector("full"), 5, "flow")
@@ -40,10 +41,7 @@ def front(conn: Connection, clip: str, stream: str, planes: bool) -> None:
     with open_source(clip, stream=stream) as src:
         for f in src:
             faces = interval.detect_frame(f)
-            luma, to_gray = f.luma
-            crops = align_faces(luma, faces, size=48)
-            if to_gray is not None and len(crops):
-                crops = to_gray[crops]
+            crops = gray_crops(f, faces, 48)
             pixels = (f._i420, f.width, f.height) if planes else None
             conn.send((f.index, f.pts_ns, faces.boxes, faces.scores, faces.keypoints, crops, pixels))
     conn.send(None)

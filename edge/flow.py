@@ -36,8 +36,8 @@ _GRID_UNITS = np.stack(np.meshgrid(np.linspace(0.1, 0.9, GRID), np.linspace(0.1,
 
 
 def track_faces(prev: np.ndarray, cur: np.ndarray, faces: Faces) -> Faces | None:
-    """``faces`` of gray frame ``prev`` moved to gray frame ``cur`` (``Frame.gray``: the Y plane of a decoded
-    video frame, shared by every face of the frame); None as soon as one face is lost."""
+    """``faces`` of luma frame ``prev`` moved to luma frame ``cur`` (``Frame.luma``: a decoded video frame's Y
+    plane as it is, shared by every face of the frame); None as soon as one face is lost."""
     h, w = cur.shape[:2]
     boxes = faces.boxes.copy()
     kps = faces.keypoints.copy()

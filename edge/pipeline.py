@@ -42,6 +42,14 @@ class Prepared:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def gray_crops(frame: Frame, faces: Faces, size: int) -> np.ndarray:
+    """The engine's gray crops of ``faces``: warped from the frame's luma (a video frame's Y plane, stretched to
+    full range crop by crop), so a frame whose faces were carried never needs RGB or a full-frame pass."""
+    luma, to_gray = frame.luma
+    crops = align_faces(luma, faces, size=size, gray=True)
+    return to_gray[crops] if to_gray is not None and len(crops) else crops
+
+
 class FrameAnalyzer:
     """Runs detection, alignment and the emotion engine, timing each stage.
 
@@ -78,12 +86,7 @@ class FrameAnalyzer:
             t0 = time.perf_counter()
             faces = self.interval.detect_frame(frame)
             t1 = time.perf_counter()
-            # The engine takes gray crops: warped from the frame's luma (the Y plane of video frames, then
-            # stretched to full range crop by crop), so a carried frame never needs RGB or a full-frame pass.
-            luma, to_gray = frame.luma
-            crops = align_faces(luma, faces, size=size, gray=True)
-            if to_gray is not None and len(crops):
-                crops = to_gray[crops]
+            crops = gray_crops(frame, faces, size)
             t2 = time.perf_counter()
             t_detect += t1 - t0
             t_align += t2 - t1

@@ -142,8 +142,8 @@ class Frame:
         """HxW uint8 luma, full range 0..255 (the Y plane, stretched when limited range; or from RGB)."""
         if self._gray is None:
             if self._i420 is not None:
-                y = self._i420[: self.height, : self.width]
-                gray = np.ascontiguousarray(y) if self._colour.full_range else cv2.LUT(y, LIMITED_TO_FULL)
+                y, to_gray = self.luma
+                gray = np.ascontiguousarray(y) if to_gray is None else cv2.LUT(y, to_gray)
             else:
                 gray = cv2.cvtColor(self._rgb, cv2.COLOR_RGB2GRAY)
             object.__setattr__(self, "_gray", gray)
@@ -154,23 +154,19 @@ class Frame:
         """The luma as decoded, without a copy, and the 256-entry table that maps it to :attr:`gray` (None when
         it already is ``gray``). For consumers that only *warp or track* luma: they look up their small
         output instead of the whole frame (a 1080p frame's lookup costs ~0.5 ms; a 48x48 crop's nothing)."""
-        if self._i420 is not None and not self._colour.full_range:
-            return self._i420[: self.height, : self.width], LIMITED_TO_FULL
+        if self._i420 is not None:
+            return self._i420[: self.height, : self.width], None if self._colour.full_range else LIMITED_TO_FULL
         return self.gray, None
 
     def __reduce__(self) -> tuple:  # pickling goes around the immutability guard
         if self._i420 is not None:
-            return (_from_i420, (self._i420, self.width, self.height, self.index, self.pts_ns, self.stream,
+            return (Frame.from_i420, (self._i420, self.width, self.height, self.index, self.pts_ns, self.stream,
                                  self._colour))
         return (Frame, (self._rgb, self.index, self.pts_ns, self.stream))
 
     def __repr__(self) -> str:
         kind = "I420" if self.planar else "RGB"
         return f"Frame({self.stream!r} #{self.index}, {self.width}x{self.height} {kind}, t={self.t:.3f}s)"
-
-
-def _from_i420(*args: Any) -> Frame:
-    return Frame.from_i420(*args)
 
 
 def i420_to_rgb(i420: np.ndarray, width: int, height: int, colour: Colour = Colour()) -> np.ndarray:

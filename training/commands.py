@@ -7,6 +7,7 @@ documented commands are exactly what produced the shipped weights.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -260,24 +261,23 @@ def _augment(camera: bool, light: bool) -> AugmentConfig:
     return replace(base, light_p=LIGHT_P) if light else base
 
 
-def _ema_decay(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"EMA decay must be within [0, 1) (0 = off), got {value:g}")
-    return value
+def _number_within(what: str, high: float, high_included: bool) -> Callable[[str], float]:
+    """An argparse type: a float in [0, high] (or [0, high)), 0 meaning off."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (0.0 <= value <= high if high_included else 0.0 <= value < high):
+            bracket = "]" if high_included else ")"
+            raise argparse.ArgumentTypeError(f"{what} must be within [0, {high:g}{bracket} (0 = off), got {value:g}")
+        return value
+
+    return parse
 
 
-def _mixup_alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 100.0:
-        raise argparse.ArgumentTypeError(f"mixup alpha must be within [0, 100] (0 = off), got {value:g}")
-    return value
+_mixup_alpha = _number_within("mixup alpha", 100.0, high_included=True)
+_ema_decay = _number_within("EMA decay", 1.0, high_included=False)
 
 
 def default_lr(batch_size: int) -> float:

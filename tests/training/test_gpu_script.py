@@ -57,21 +57,17 @@ def test_without_cuda_fails_clearly(tmp_path, small_pack):
 
 
 def test_bad_camera_aug_is_one_line(tmp_path, small_pack):
-    done = _run(tmp_path, PACK=str(small_pack), CAMERA_AUG="yes")
-    assert done.returncode == 2
-    assert done.stderr.strip() == "gpu_distill: error: CAMERA_AUG must be 0 or 1, got yes"
-    done = _run(tmp_path, PACK=str(small_pack), TEACHER_FLIP="2")
-    assert done.returncode == 2
-    assert done.stderr.strip() == "gpu_distill: error: TEACHER_FLIP must be 0 or 1, got 2"
-    done = _run(tmp_path, PACK=str(small_pack), MIXUP="-1")  # refused before minutes of teacher training
-    assert done.returncode == 2
-    assert done.stderr.strip() == "gpu_distill: error: MIXUP must be a number >= 0 (0 = off), got -1"
-    done = _run(tmp_path, PACK=str(small_pack), STUDENT_EMA="1")
-    assert done.returncode == 2
-    assert done.stderr.strip() == "gpu_distill: error: STUDENT_EMA must be a decay in [0, 1) (0 = off), got 1"
-    done = _run(tmp_path, PACK=str(small_pack), LIGHT_AUG="on")
-    assert done.returncode == 2
-    assert done.stderr.strip() == "gpu_distill: error: LIGHT_AUG must be 0 or 1, got on"
+    # Each refused before minutes of teacher training.
+    for name, value, message in [
+        ("CAMERA_AUG", "yes", "CAMERA_AUG must be 0 or 1, got yes"),
+        ("TEACHER_FLIP", "2", "TEACHER_FLIP must be 0 or 1, got 2"),
+        ("MIXUP", "-1", "MIXUP must be a number >= 0 (0 = off), got -1"),
+        ("STUDENT_EMA", "1", "STUDENT_EMA must be a decay in [0, 1) (0 = off), got 1"),
+        ("LIGHT_AUG", "on", "LIGHT_AUG must be 0 or 1, got on"),
+    ]:
+        done = _run(tmp_path, PACK=str(small_pack), **{name: value})
+        assert done.returncode == 2
+        assert done.stderr.strip() == f"gpu_distill: error: {message}"
 
 
 def test_cpu_rehearsal_writes_what_comes_back(tmp_path, small_pack):
