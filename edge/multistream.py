@@ -448,6 +448,9 @@ class _Scheduler:
                 s.close()
             cpu = {"front": self.front_cpu_s, "main": time.thread_time() - main_cpu0,
                    "readers": sum(r.cpu_s for r in self.readers)}
+            children = [s.cpu_s for s in self.sources if hasattr(s, "cpu_s")]  # --front process
+            if children:
+                cpu["front_processes"] = sum(children)
             for result in self.results:
                 result.thread_cpu_s = cpu
         return self.results

@@ -42,6 +42,21 @@ class Prepared:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class AnalysedFrame:
+    """A frame whose front half is already done (by a child process, ``--front process``,
+    :mod:`edge.front_process`): :meth:`FrameAnalyzer.prepare` passes its faces and crops through."""
+
+    frame: Frame
+    faces: Faces
+    crops: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pts_ns(self) -> int:  # what ``--realtime`` pacing reads
+        return self.frame.pts_ns
+
+
 def gray_crops(frame: Frame, faces: Faces, size: int) -> np.ndarray:
     """The engine's gray crops of ``faces``: warped from the frame's luma (a video frame's Y plane, stretched to
     full range crop by crop), so a frame whose faces were carried never needs RGB or a full-frame pass."""
@@ -77,12 +92,21 @@ class FrameAnalyzer:
         """One :class:`FaceBatch` per frame; the engine runs once over all faces of all frames."""
         return self.complete(self.prepare(frames))
 
-    def prepare(self, frames: Sequence[Frame]) -> Prepared:
-        """Detect and align the faces of ``frames`` (no engine call); thread-safe against :meth:`complete`."""
+    def prepare(self, frames: Sequence[Frame | AnalysedFrame]) -> Prepared:
+        """Detect and align the faces of ``frames`` (no engine call); thread-safe against :meth:`complete`.
+
+        A frame whose front half a child process already did (:class:`AnalysedFrame`, ``--front process``)
+        passes through with its faces, crops and the child's timings."""
         size = self.engine.input_size
-        out = Prepared(list(frames), [], [])
+        out = Prepared([f.frame if isinstance(f, AnalysedFrame) else f for f in frames], [], [])
         t_detect = t_align = 0.0
         for frame in frames:
+            if isinstance(frame, AnalysedFrame):
+                t_detect += frame.seconds.get("detect", 0.0)
+                t_align += frame.seconds.get("align", 0.0)
+                out.faces.append(frame.faces)
+                out.crops.append(frame.crops)
+                continue
             t0 = time.perf_counter()
             faces = self.interval.detect_frame(frame)
             t1 = time.perf_counter()

@@ -273,16 +273,24 @@ def run(args: argparse.Namespace) -> int:
     tracker = opts.tracker()
     smoothing = opts.smoothing()
     timer = StageTimer()
-    with contextlib.ExitStack() as stack:
-        sources = []
+    def open_sources(opener: Callable[[str, str], Any]) -> list[Any]:
+        opened = []
         for uri, sid in zip(opts.sources, ids):
-            source = open_source(uri, stream=sid)  # waits for a first frame: a signal raises
-            stack.callback(source.close)
+            source = opener(uri, sid)  # waits for a first frame: a signal raises
+            stack.callback(source.close)  # closing twice is harmless
             if opts.realtime and not source.is_live:
                 from emostream.edge.pacing import PacedSource
 
                 source = PacedSource(source)
-            sources.append(source)
+            opened.append(source)
+        return opened
+
+    from emostream.edge.front_process import resolve_front
+
+    front = resolve_front(detector_opts.front, len(opts.sources))
+    with contextlib.ExitStack() as stack:
+        sources = [] if front == "process" else open_sources(
+            lambda uri, sid: open_source(uri, stream=sid))
         with stop.deferred():  # native model loading: a signal is honoured when it is done
             detector = FaceDetector(model=detector_opts.detector, min_score=detector_opts.min_score,
                                     runtime=detector_opts.detector_runtime)
@@ -293,9 +301,21 @@ def run(args: argparse.Namespace) -> int:
         analyzer = FrameAnalyzer(detector, engine, timer, detect_interval=detector_opts.detect_interval,
                                  interval_tracker=detector_opts.interval_tracker)
         stack.callback(analyzer.interval.close)
+        if front == "process":  # the children detect as this analyzer would
+            from emostream.edge.front_process import FrontSpec, ProcessSource
+
+            spec = FrontSpec.of(analyzer)
+            starting = {}
+            for uri, sid in zip(opts.sources, ids):  # all children start at once; then each is awaited
+                starting[sid] = ProcessSource(uri, spec, stream=sid, wait=False)
+                stack.callback(starting[sid].close)
+            sources = open_sources(lambda _uri, sid: starting[sid].wait_open())
         if not opts.quiet:
             # Which runtime runs the network, and why: on a Jetson a silent CPU fallback costs 10x.
             print(f"emostream: engine {getattr(engine, 'selection', engine.name)}", file=sys.stderr)
+            if front == "process":
+                print(f"emostream: front: a process per stream ({len(sources)}) decodes, detects and aligns",
+                      file=sys.stderr)
         with stop.deferred():
             escalator = open_escalator(opts.reasoner, keys_dir=opts.keys, insecure=opts.insecure,
                                        labels=analyzer.labels)
