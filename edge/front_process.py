@@ -22,8 +22,8 @@ process of a service, and stopping is the parent's job (it finishes the frames i
 Pipe protocol (one duplex pipe per stream; the child speaks first):
 
 * child -> parent: ``("open", info)`` or ``("error", message)``; ``("ring?", nbytes)`` when it first needs
-  slots; ``("frame", slot, meta, pixels, faces, crops, seconds, dropped)`` per frame; ``("end", error,
-  dropped, cpu_s)`` last.
+  slots; ``("frame", slot, meta, pixels, faces, crops, seconds, arrival, dropped)`` per frame (``arrival``: when
+  the frame left the source, on the machine-wide monotonic clock); ``("end", error, dropped, cpu_s)`` last.
 * parent -> child: ``("ring", name, slot_bytes, slots)`` once; a slot number each time a slot is free
   again; ``("stop",)``.
 """
@@ -173,7 +173,7 @@ class ProcessSource:
             yield item
 
     def _frame(self, msg: tuple) -> AnalysedFrame:
-        _, slot, meta, pixels, faces, crops, seconds, self.frames_dropped = msg
+        _, slot, meta, pixels, faces, crops, seconds, arrival, self.frames_dropped = msg
         if slot is None:
             frame = pixels  # pickled whole: a still, or a frame larger than a slot
         else:
@@ -182,7 +182,7 @@ class ProcessSource:
             i420 = np.ndarray(shape, np.uint8, self._shm.buf, slot * self._slot_bytes).copy()
             self._send(slot)  # copied out: the child may refill it
             frame = Frame.from_i420(i420, width, height, index, pts_ns, self.stream, colour)
-        return AnalysedFrame(frame, Faces(*faces), crops, seconds)
+        return AnalysedFrame(frame, Faces(*faces), crops, seconds, arrival)
 
     def _make_ring(self, nbytes: int) -> None:
         self._slot_bytes = nbytes
@@ -268,6 +268,13 @@ def _serve(conn: Connection, uri: str, stream: str, spec: FrontSpec, timeout: fl
     from emostream.edge.interval import IntervalDetector
     from emostream.streams import open_source
 
+    # The detector first: a live source opened before it would drop the frames of the model's loading time.
+    try:
+        interval = IntervalDetector(FaceDetector(spec.detector, spec.min_score, runtime=spec.runtime),
+                                    spec.interval, spec.tracker)
+    except (FaceDetectorError, ValueError) as exc:
+        conn.send(("error", f"{stream}: {exc}"))
+        return
     try:
         source = open_source(uri, stream=stream, timeout=timeout)
     except SourceError as exc:
@@ -286,12 +293,6 @@ def _serve(conn: Connection, uri: str, stream: str, spec: FrontSpec, timeout: fl
 
     error: str | None = None
     try:
-        try:
-            interval = IntervalDetector(FaceDetector(spec.detector, spec.min_score, runtime=spec.runtime),
-                                        spec.interval, spec.tracker)
-        except (FaceDetectorError, ValueError) as exc:
-            conn.send(("error", f"{stream}: {exc}"))
-            return
         conn.send(("open", {"is_live": source.is_live, "latest_only": source.latest_only, "fps": source.fps}))
         slot_bytes = 0
         while not stopped:
@@ -311,7 +312,7 @@ def _serve(conn: Connection, uri: str, stream: str, spec: FrontSpec, timeout: fl
                 break
             if frame is None:
                 break
-            t0 = time.perf_counter()
+            t0 = arrival = time.perf_counter()
             faces = interval.detect_frame(frame)
             t1 = time.perf_counter()
             crops = gray_crops(frame, faces, spec.crop_size)
@@ -331,9 +332,10 @@ def _serve(conn: Connection, uri: str, stream: str, spec: FrontSpec, timeout: fl
                 slot = free.pop()
                 np.ndarray(planes.shape, np.uint8, ring.buf, slot * slot_bytes)[...] = planes
                 meta = (frame.width, frame.height, frame.index, frame.pts_ns, frame._colour)
-                conn.send(("frame", slot, meta, planes.shape, faces_t, crops, seconds, source.frames_dropped))
+                conn.send(("frame", slot, meta, planes.shape, faces_t, crops, seconds, arrival,
+                           source.frames_dropped))
             else:
-                conn.send(("frame", None, None, frame, faces_t, crops, seconds, source.frames_dropped))
+                conn.send(("frame", None, None, frame, faces_t, crops, seconds, arrival, source.frames_dropped))
     except Exception as exc:  # noqa: BLE001 - one line to the parent, which ends this stream with it
         error = f"{stream}: front process: {type(exc).__name__}: {exc}"
     finally:

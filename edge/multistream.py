@@ -91,7 +91,7 @@ class _Reader(threading.Thread):
                 frame = self.source.read()
                 if frame is None:
                     break
-                arrival = time.perf_counter()
+                arrival = getattr(frame, "arrival", None) or time.perf_counter()  # a front process's own
                 read += 1
                 with self.cond:
                     if self.latest_only:

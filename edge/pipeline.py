@@ -51,6 +51,9 @@ class AnalysedFrame:
     faces: Faces
     crops: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+    #: When the frame left its source, on ``time.perf_counter()`` (CLOCK_MONOTONIC: the same clock in every
+    #: process), so a record's latency includes the child's detection, not only the way from the child on.
+    arrival: float | None = None
 
     @property
     def pts_ns(self) -> int:  # what ``--realtime`` pacing reads

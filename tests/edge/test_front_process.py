@@ -75,6 +75,8 @@ def test_frames_come_back_as_decoded_and_the_ring_is_released(data_file, analyze
         name = ps._shm.name
         assert Path("/dev/shm", name.lstrip("/")).exists()
     assert not Path("/dev/shm", name.lstrip("/")).exists(), "shared memory left behind"
+    arrivals = [b.arrival for b in got]  # the child's clock is this one (latency counts the child's work)
+    assert arrivals == sorted(arrivals) and time.perf_counter() - 60 < arrivals[0] < time.perf_counter()
     for a, b in zip(direct, got, strict=True):
         assert isinstance(b, AnalysedFrame) and b.frame.planar and b.frame.stream == "p"
         assert (b.frame.index, b.frame.pts_ns, b.frame.shape) == (a.index, a.pts_ns, a.shape)
