@@ -55,9 +55,9 @@ def front(conn: Connection, clip: str, stream: str, planes: str) -> None:
             crops = gray_crops(f, faces, 48)
             pixels = None
             if planes == "pipe":
-                pixels = (f._i420, f.width, f.height)
+                pixels = (f.i420, f.width, f.height)
             elif planes == "shm":
-                data = f._i420
+                data = f.i420
                 if shm is None:
                     shm = shared_memory.SharedMemory(create=True, size=data.nbytes * SLOTS)
                     conn.send(("shm", shm.name, data.nbytes))

@@ -114,7 +114,10 @@ class ProcessSource:
         self._conn, child = ctx.Pipe(duplex=True)
         self._proc = ctx.Process(target=_child, args=(child, uri, self.stream, spec, timeout),
                                  name=f"front:{self.stream}", daemon=True)
-        self._proc.start()
+        try:
+            self._proc.start()
+        except OSError as exc:  # out of processes or memory: one line, like any source that cannot open
+            raise SourceError(f"{uri}: cannot start a front process: {exc}") from None
         _OPEN.add(self)
         child.close()  # the parent's copy of the child's end: without closing it, a dead child is no EOF
         self._timeout = timeout
@@ -317,21 +320,23 @@ def _serve(conn: Connection, uri: str, stream: str, spec: FrontSpec, timeout: fl
             t1 = time.perf_counter()
             crops = gray_crops(frame, faces, spec.crop_size)
             seconds = {"detect": t1 - t0, "align": time.perf_counter() - t1}
-            planes = frame._i420 if frame.planar else None
+            planes = frame.i420
             if planes is not None and ring is None:
                 conn.send(("ring?", planes.nbytes))
-                while ring is None:
+                while ring is None and not stopped:
                     msg = conn.recv()
                     if isinstance(msg, tuple) and msg[0] == "ring":
                         ring, slot_bytes = _attach(msg[1]), int(msg[2])
                         free = list(range(int(msg[3])))
                     else:
                         handle(msg)
+                if stopped:
+                    break
             faces_t = (faces.boxes, faces.scores, faces.keypoints)
             if planes is not None and planes.nbytes <= slot_bytes and free and ring is not None:
                 slot = free.pop()
                 np.ndarray(planes.shape, np.uint8, ring.buf, slot * slot_bytes)[...] = planes
-                meta = (frame.width, frame.height, frame.index, frame.pts_ns, frame._colour)
+                meta = (frame.width, frame.height, frame.index, frame.pts_ns, frame.colour)
                 conn.send(("frame", slot, meta, planes.shape, faces_t, crops, seconds, arrival,
                            source.frames_dropped))
             else:

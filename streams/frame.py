@@ -131,6 +131,17 @@ class Frame:
         return self._i420 is not None
 
     @property
+    def i420(self) -> np.ndarray | None:
+        """The decoder's planes as :meth:`from_i420` takes them (None for a frame made from RGB): what a
+        process hands on to another, with :attr:`colour`, to rebuild the same frame."""
+        return self._i420
+
+    @property
+    def colour(self) -> Colour | None:
+        """The colour standard of the planes (None for a frame made from RGB)."""
+        return self._colour
+
+    @property
     def image(self) -> np.ndarray:
         """HxWx3 uint8 RGB (converted from the YUV planes on first use, then kept)."""
         if self._rgb is None:

@@ -83,7 +83,7 @@ def test_frames_come_back_as_decoded_and_the_ring_is_released(data_file, analyze
         assert np.array_equal(b.frame.image, a.image)  # same planes, same colour standard
         assert b.crops.shape == (len(b.faces), 48, 48)
     assert sum(len(b.faces) for b in got) == 6
-    assert len({id(b.frame._i420) for b in got}) == 6  # each frame owns its pixels, not a slot
+    assert len({id(b.frame.i420) for b in got}) == 6  # each frame owns its pixels, not a slot
 
 
 def test_a_still_image_is_pickled_whole(data_file, analyzer):

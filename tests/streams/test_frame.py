@@ -95,6 +95,10 @@ def test_frames_are_immutable_compare_by_identity_and_pickle():
     assert np.array_equal(twin.image, frame.image)
     rgb = Frame(np.zeros((2, 2, 3), np.uint8), 1, 2, "api")
     assert np.array_equal(pickle.loads(pickle.dumps(rgb)).image, rgb.image)
+    # What another process needs to rebuild the frame without pickling it (edge.front_process).
+    rebuilt = Frame.from_i420(frame.i420.copy(), 4, 2, 7, 123, "s", frame.colour)
+    assert frame.colour == Colour("bt709") and np.array_equal(rebuilt.image, frame.image)
+    assert rgb.i420 is None and rgb.colour is None
 
 
 def test_bad_pixels_are_refused_with_a_clear_message():
