@@ -37,6 +37,7 @@ import signal
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
@@ -96,7 +97,7 @@ class ProcessSource:
     """
 
     def __init__(self, uri: str, spec: FrontSpec, *, stream: str | None = None, timeout: float = 10.0,
-                 slots: int = SLOTS, wait: bool = True) -> None:
+                 slots: int = SLOTS, wait: bool = True, notify: Callable[[str], None] | None = None) -> None:
         self.uri = uri
         self.stream = stream or uri
         self.spec = spec
@@ -104,6 +105,9 @@ class ProcessSource:
         self.frames_dropped = 0
         self.cpu_s = 0.0  # the child's CPU time, known once it has ended
         self.error: str | None = None
+        #: Why frames come pickled instead of through shared memory (None while they do not).
+        self.ring_note: str | None = None
+        self._notify = notify
         self._shm: shared_memory.SharedMemory | None = None
         self._slot_bytes = 0
         self._send_lock = threading.Lock()
@@ -188,9 +192,31 @@ class ProcessSource:
         return AnalysedFrame(frame, Faces(*faces), crops, seconds, arrival)
 
     def _make_ring(self, nbytes: int) -> None:
-        self._slot_bytes = nbytes
-        self._shm = shared_memory.SharedMemory(create=True, size=max(1, nbytes * self.slots))
-        self._send(("ring", self._shm.name, nbytes, self.slots))
+        """Create the ring the child asked for, its pages reserved now; or answer "no ring" (frames then travel
+        pickled through the pipe: slower, same records) when ``slots`` is 0 or shared memory is short. A
+        container's /dev/shm is 64 MiB by default and four 4K rings need ~200: writing to pages a full tmpfs
+        cannot back would kill the child with SIGBUS, so the space is claimed up front (ENOSPC is an answer)."""
+        size = nbytes * self.slots
+        shm = None
+        try:
+            if size <= 0:
+                raise OSError("shared memory not wanted (slots=0)")
+            shm = shared_memory.SharedMemory(create=True, size=size)
+            fd = getattr(shm, "_fd", -1)
+            if fd >= 0 and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if shm is not None:
+                shm.close()
+                shm.unlink()
+            self.ring_note = (f"{self.stream}: no shared memory for {self.slots} frames of {nbytes / 2**20:.1f} MiB "
+                              f"({exc.strerror or exc}); frames come through the pipe (slower)")
+            self._send(("ring", None, 0, 0))
+            if self._notify is not None:
+                self._notify(self.ring_note)
+            return
+        self._shm, self._slot_bytes = shm, nbytes
+        self._send(("ring", shm.name, nbytes, self.slots))
 
     # ------------------------------------------------------------------ plumbing
 
@@ -284,6 +310,7 @@ def _serve(conn: Connection, uri: str, stream: str, spec: FrontSpec, timeout: fl
         conn.send(("error", str(exc)))
         return
     ring: shared_memory.SharedMemory | None = None
+    asked = False  # the parent has answered the one request for a ring
     free: list[int] = []
     stopped = False
 
@@ -321,13 +348,15 @@ def _serve(conn: Connection, uri: str, stream: str, spec: FrontSpec, timeout: fl
             crops = gray_crops(frame, faces, spec.crop_size)
             seconds = {"detect": t1 - t0, "align": time.perf_counter() - t1}
             planes = frame.i420
-            if planes is not None and ring is None:
+            if planes is not None and not asked:
                 conn.send(("ring?", planes.nbytes))
-                while ring is None and not stopped:
+                while not asked and not stopped:
                     msg = conn.recv()
                     if isinstance(msg, tuple) and msg[0] == "ring":
-                        ring, slot_bytes = _attach(msg[1]), int(msg[2])
-                        free = list(range(int(msg[3])))
+                        asked = True
+                        if msg[1] is not None:  # None: no shared memory to be had; pickle every frame
+                            ring, slot_bytes = _attach(msg[1]), int(msg[2])
+                            free = list(range(int(msg[3])))
                     else:
                         handle(msg)
                 if stopped:

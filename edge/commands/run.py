@@ -306,8 +306,12 @@ def run(args: argparse.Namespace) -> int:
 
             spec = FrontSpec.of(analyzer)
             starting = {}
+            def note(line: str) -> None:
+                if not opts.quiet:
+                    print(f"emostream: note: {line}", file=sys.stderr)
+
             for uri, sid in zip(opts.sources, ids):  # all children start at once; then each is awaited
-                starting[sid] = ProcessSource(uri, spec, stream=sid, wait=False)
+                starting[sid] = ProcessSource(uri, spec, stream=sid, wait=False, notify=note)
                 stack.callback(starting[sid].close)
             sources = open_sources(lambda _uri, sid: starting[sid].wait_open())
         if not opts.quiet:

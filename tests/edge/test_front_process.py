@@ -86,6 +86,20 @@ def test_frames_come_back_as_decoded_and_the_ring_is_released(data_file, analyze
     assert len({id(b.frame.i420) for b in got}) == 6  # each frame owns its pixels, not a slot
 
 
+def test_without_shared_memory_frames_come_pickled_and_the_records_are_the_same(data_file, analyzer):
+    """``slots=0`` takes the path a full /dev/shm takes (a container's 64 MiB): no ring, frames through the pipe."""
+    clip = str(data_file("video/single_face.mp4"))
+    spec = FrontSpec.of(analyzer)
+    notes: list[str] = []
+    with_ring: list[dict] = []
+    run_streams(analyzer, [ProcessSource(clip, spec, stream="v")], with_ring.append)
+    piped: list[dict] = []
+    source = ProcessSource(clip, spec, stream="v", slots=0, notify=notes.append)
+    [result] = run_streams(analyzer, [source], piped.append)
+    assert result.frames == 72 and _meaning(piped) == _meaning(with_ring)
+    assert source._shm is None and len(notes) == 1 and "frames come through the pipe" in notes[0]
+
+
 def test_a_still_image_is_pickled_whole(data_file, analyzer):
     photo = str(data_file("multiface/multi_face.jpg"))
     with ProcessSource(photo, FrontSpec.of(analyzer), stream="photo") as ps:
