@@ -139,8 +139,8 @@ class DetectorOptions:
         "--front", default="auto", choices=("auto", "thread", "process"),
         help="where each stream's decoding, detection and alignment run: a thread of this process, or a "
              "process per stream (no GIL shared with the engine and sinks; frames come back through shared "
-             "memory; ~+10%% frames/s on 2 cores, more with cores to spare; ~150 MB each). Default auto: "
-             "process for two or more streams on a multi-core CPU, else thread")
+             "memory; ~+10%% frames/s on 2 cores; ~150 MB each). Default auto: process for two or more streams "
+             "on a multi-core CPU, else thread (`emostream bench --front process` compares the two)")
 
 
 @dataclass(frozen=True)

@@ -99,8 +99,12 @@ def _meaning(rec: dict) -> tuple:
 
 
 def _run_once(analyzer: Any, uri: str, limit: int | None, overlap: bool,
-              stream: str = "bench", rgb: bool = False) -> dict[str, Any]:
-    """One pass of the product loop over ``uri``; timings, counts and each frame record's meaning."""
+              stream: str = "bench", rgb: bool = False, front: str = "thread") -> dict[str, Any]:
+    """One pass of the product loop over ``uri``; timings, counts and each frame record's meaning.
+
+    ``front="process"`` decodes, detects and aligns in a child (``--front process``); its CPU time is added
+    to this process's, and its start-up is not timed (as a file source's opening is not)."""
+    from emostream.edge.front_process import FrontSpec, ProcessSource
     from emostream.edge.multistream import run_streams
     from emostream.edge.timing import StageTimer
 
@@ -117,7 +121,8 @@ def _run_once(analyzer: Any, uri: str, limit: int | None, overlap: bool,
         if rec.get("type") == "frame":
             meanings.append(_meaning(rec))
 
-    src = open_source(uri, stream=stream, rgb=rgb)
+    src = ProcessSource(uri, FrontSpec.of(analyzer), stream=stream) if front == "process" else open_source(
+        uri, stream=stream, rgb=rgb)
     fps = src.fps
     start, cpu0 = time.perf_counter(), _cpu_seconds()
     try:
@@ -125,6 +130,7 @@ def _run_once(analyzer: Any, uri: str, limit: int | None, overlap: bool,
     finally:
         devnull.close()
     wall, used = time.perf_counter() - start, _cpu_seconds() - cpu0
+    used += result.thread_cpu_s.get("front_processes", 0.0)
     frames = result.frames
     by_thread = {k: round(1000 * v / frames, 3) for k, v in result.thread_cpu_s.items()} if frames else {}
     if by_thread:
@@ -173,6 +179,7 @@ def bench(args: argparse.Namespace) -> int:
     decode_cpu: dict[str, float] = {}
     n_decode, t_decode, sample = _decode_only(args.source, args.frames, decode_cpu)
     n_rgb, t_rgb, _ = _decode_only(args.source, args.frames, rgb=True)
+    from emostream.edge.front_process import resolve_front
     from emostream.edge.interval import IntervalDetector
     from emostream.edge.multistream import StreamConfigError
 
@@ -201,6 +208,10 @@ def bench(args: argparse.Namespace) -> int:
             sparse["redetections"] = analyzer.interval.redetections
             sparse["doubtful_detections"] = analyzer.interval.doubtful_detections
             sparse["vs_every_frame"] = _agreement(over["meanings"], sparse["meanings"])
+        processed = None
+        if resolve_front(args.front, 1) == "process":  # asked for by name: one stream is "thread" by default
+            processed = _run_once(analyzer, args.source, args.frames, overlap=True, front="process")
+            processed["vs_thread_front"] = _agreement((sparse or over)["meanings"], processed["meanings"])
         live = None
         if args.live_seconds > 0:
             n = max(1, round(30 * args.live_seconds))
@@ -214,7 +225,7 @@ def bench(args: argparse.Namespace) -> int:
     dec_fps = round(n_decode / t_decode, 2) if t_decode else None
     rgb_fps = round(n_rgb / t_rgb, 2) if t_rgb else None
     agreement = _agreement(seq_a["meanings"], over["meanings"])
-    for r in (seq_a, over, seq_b, sparse, live):
+    for r in (seq_a, over, seq_b, sparse, processed, live):
         if r:
             r.pop("meanings")
     head = sparse or over  # the configured path: the detect interval when one is given
@@ -240,7 +251,7 @@ def bench(args: argparse.Namespace) -> int:
         "baseline_haar_detect_ms": round(haar, 3),
         "overlapped_vs_sequential_records": agreement,
         "runs": {"sequential_before": seq_a, "overlapped": over, "sequential_after": seq_b,
-                 "overlapped_detect_interval": sparse},
+                 "overlapped_detect_interval": sparse, "process_front": processed},
         "live": live,
         "engine": analyzer.engine.name,
         "model": analyzer.engine.model.name,
@@ -284,6 +295,15 @@ def _print_report(result: dict[str, Any], haar: float) -> None:
               f"{vs['label_agreement']:.1%}, smoothed {vs['smoothed_label_agreement']:.1%}; "
               f"{vs['frames_identical']}/{vs['frames']} frame records identical "
               "(box to 1 px, label, track, smoothed label)")
+    proc = result["runs"]["process_front"]
+    if proc:
+        vs, base = proc["vs_thread_front"], sparse or every
+        t = proc.get("cpu_ms_per_frame_by_thread") or {}
+        print(f"{'process front':<14}{1000 / proc['fps']:>10.2f}   = {proc['fps']:.1f} frames/s (--front process: "
+              f"{proc['fps'] / base['fps']:.2f}x the thread front); CPU {proc['cpu_ms_per_frame']:.2f} ms/frame, "
+              f"{t.get('front_processes', 0):.2f} of it in the front process; {vs['frames_identical']}/"
+              f"{vs['frames']} frame records identical to the thread front's"
+              + ("" if vs["identical"] else "  <- DIFFERENT"))
     agr = result["overlapped_vs_sequential_records"]
     print(f"records overlapped vs sequential: {agr['frames_identical']}/{agr['frames']} frames identical "
           f"(box to 1 px, label, track, smoothed label)" + ("" if agr["identical"] else "  <- DIFFERENT"))

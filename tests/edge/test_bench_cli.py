@@ -19,6 +19,7 @@ def test_bench_reports_stages_and_baselines(data_file):
     assert result["baseline_decode_rgb_fps"] > result["fps"]  # the earlier baseline: GStreamer converts to RGB
     assert result["ratio_to_decode_rgb"] > 0
     assert result["baseline_haar_detect_ms"] > 0
+    assert result["runs"]["process_front"] is None  # one stream: the thread front unless asked
 
 
 def test_bench_text_report(data_file):
@@ -62,3 +63,16 @@ def test_bench_bad_interval_is_one_line(data_file):
     proc = emostream("bench", str(data_file("video/single_face.mp4")), "--detect-interval", "0", timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["emostream: error: --detect-interval must be within 1..30, got 0"]
+
+
+def test_bench_front_process_writes_the_thread_fronts_records(data_file):
+    """`--front process` adds a run with the front half in a child: same records, its CPU counted."""
+    proc = emostream("bench", str(data_file("video/single_face.mp4")), "--frames", "30", "--front", "process",
+                     "--json", timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    run = r["runs"]["process_front"]
+    assert run["frames"] == 30 and run["vs_thread_front"]["identical"] is True
+    by = run["cpu_ms_per_frame_by_thread"]
+    assert by["front_processes"] > 0 and by["front"] < by["front_processes"]  # the child did the detection
+    assert sum(by.values()) == pytest.approx(run["cpu_ms_per_frame"], abs=0.01)
