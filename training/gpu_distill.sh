@@ -34,11 +34,13 @@ TEACHER_FLIP=${TEACHER_FLIP:-0}             # 1: the student's KD target average
 MIXUP=${MIXUP:-0}                           # > 0: the student's --mixup alpha (e.g. 0.3); 0 = off
 LIGHT_AUG=${LIGHT_AUG:-0}                   # 1: --light-aug for teacher and student (exposure: gamma and gain)
 STUDENT_EMA=${STUDENT_EMA:-0}               # > 0: the student's --ema decay (selects and returns the average)
+ENGINE_BENCH=${ENGINE_BENCH:-1}             # 1: then time the shipped networks on this device (gpu_engine_bench.py)
 
 fail() { echo "gpu_distill: error: $*" >&2; exit 2; }
 aug=()
 case $CAMERA_AUG in 0) ;; 1) aug=(--camera-aug) ;; *) fail "CAMERA_AUG must be 0 or 1, got $CAMERA_AUG" ;; esac
 case $LIGHT_AUG in 0) ;; 1) aug+=(--light-aug) ;; *) fail "LIGHT_AUG must be 0 or 1, got $LIGHT_AUG" ;; esac
+case $ENGINE_BENCH in 0|1) ;; *) fail "ENGINE_BENCH must be 0 or 1, got $ENGINE_BENCH" ;; esac
 [[ $STUDENT_EMA =~ ^0([.][0-9]+)?$ ]] || fail "STUDENT_EMA must be a decay in [0, 1) (0 = off), got $STUDENT_EMA"
 [[ $MIXUP =~ ^[0-9]+([.][0-9]+)?$ ]] || fail "MIXUP must be a number >= 0 (0 = off), got $MIXUP"
 kd=(--mixup "$MIXUP" --ema "$STUDENT_EMA")
@@ -91,4 +93,8 @@ emostream distill --arch "$STUDENT_ARCH" --data "$PACK" --device "$DEVICE" --lim
     --time-budget "$STUDENT_BUDGET" --threads 4 --no-progress "${aug[@]}" "${kd[@]}" --out "$WORK/student"
 cp "$WORK/student/best.pt" "$WORK/student/log.jsonl" "$OUT/student/"
 say "student done -> $OUT/student/best.pt (calibrate only if its val accuracy beats the shipped 0.6718)"
+if [[ $ENGINE_BENCH == 1 ]]; then  # issue 11's GPU figures for the README: ~30 s
+    say "engine on this device: benchmarks/gpu_engine_bench.py -> $OUT/gpu_engine_bench.json"
+    "$PY" -c "import runpy, sys; sys.path.insert(0, '$NS'); sys.argv = ['gpu_engine_bench', '--device', '$DEVICE', '--models', 'student', 'v0', '--seconds', '1', '--json', '$OUT/gpu_engine_bench.json']; runpy.run_path('benchmarks/gpu_engine_bench.py', run_name='__main__')" || say "engine bench failed (see above)"
+fi
 rm -rf "$NS"

@@ -5,6 +5,7 @@ A later session gets one ~10-minute call on the GPU machine; anything wrong in t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_bad_camera_aug_is_one_line(tmp_path, small_pack):
         ("MIXUP", "-1", "MIXUP must be a number >= 0 (0 = off), got -1"),
         ("STUDENT_EMA", "1", "STUDENT_EMA must be a decay in [0, 1) (0 = off), got 1"),
         ("LIGHT_AUG", "on", "LIGHT_AUG must be 0 or 1, got on"),
+        ("ENGINE_BENCH", "yes", "ENGINE_BENCH must be 0 or 1, got yes"),
     ]:
         done = _run(tmp_path, PACK=str(small_pack), **{name: value})
         assert done.returncode == 2
@@ -79,7 +81,12 @@ def test_cpu_rehearsal_writes_what_comes_back(tmp_path, small_pack):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "out"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "gpu_distill.log", "student/best.pt", "student/log.jsonl", "teacher/best.pt", "teacher/log.jsonl"]
+        "gpu_distill.log", "gpu_engine_bench.json", "student/best.pt", "student/log.jsonl", "teacher/best.pt",
+        "teacher/log.jsonl"]
+    bench = json.loads((out / "gpu_engine_bench.json").read_text())  # the engine timed on the device (here: CPU)
+    want = {(m, b) for m in ("student", "v0") for b in (1, 32, 256)}
+    assert {(r["model"], r["batch"]) for r in bench["rows"]} == want
+    assert all(r["faces_per_s"] > 0 for r in bench["rows"]) and bench["device"].startswith("CPU")
     assert all(p.stat().st_size < 16 * 2**20 for p in out.rglob("*") if p.is_file())  # the tool's per-file limit
     teacher = load_checkpoint(out / "teacher" / "best.pt")
     assert teacher["stored_dtype"] == "float16" and teacher["arch"] == "teacher_s"
