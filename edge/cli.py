@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "keys": "emostream.reasoner.commands",
     "train": "emostream.training.commands",
     "distill": "emostream.training.commands",
+    "teacher-views": "emostream.training.commands",
     "pack-fer": "emostream.training.commands",
     "calibrate": "emostream.calibration.commands",
     "instructions": "emostream.training.commands",

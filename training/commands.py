@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emostream.datasets import DatasetError
 from emostream.errors import positive_int
@@ -43,10 +43,79 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "(flip TTA: a stronger target for a second teacher pass per step)")
     distill.add_argument("--alpha", type=float, default=0.5, help="KD weight α (default 0.5)")
     distill.add_argument("--temperature", type=float, default=2.0, help="KD temperature T (default 2)")
+    distill.add_argument("--views", type=Path, metavar="DIR",
+                         help="train on a view pool from `emostream teacher-views` (augmented faces with the "
+                              "teachers' answers, made once): no teacher or augmentation runs per step; not "
+                              "with --teacher, --mixup, --camera-aug or --light-aug (the pool fixed those)")
     distill.set_defaults(handler=_cmd_distill)
+    add_views_parser(subparsers)
     add_pack_parser(subparsers)
     add_instructions_parser(subparsers)
     add_tune_vlm_parser(subparsers)
+
+
+def add_views_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "teacher-views", help="make a view pool: augmented train faces with the teachers' averaged answers",
+        description="K augmented views of every train face (the training augmentation, seeded per view), stored "
+                    "as the uint8 pixels the teachers saw and their averaged logits, for `distill --views DIR`: "
+                    "the teachers' cost is paid once per view instead of once per epoch, and the pool serves "
+                    "every later student. Resumes: views already in --out are kept.")
+    p.add_argument("--teacher", action="append", required=True, metavar="CKPT",
+                   help="teacher checkpoint or registered model name; repeat to ensemble (logits averaged)")
+    p.add_argument("--teacher-flip", action="store_true",
+                   help="average each teacher over the view and its mirror (then a mirrored view keeps its target, "
+                        "so `distill` also mirrors views at random)")
+    p.add_argument("--views", type=positive_int, default=8, metavar="K", help="views per face (default 8)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="pool directory (resumes)")
+    p.add_argument("--data", type=Path, default=DEFAULT_FER,
+                   help="FER2013 folder or `pack-fer` file (default ../shared/data/fer2013)")
+    p.add_argument("--cache", type=Path, default=REPO / ".cache", help="where the decoded .npz arrays go")
+    p.add_argument("--limit", type=int, default=0, help="a seeded sample of N train faces (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    p.add_argument("--no-bf16", action="store_true", help="teachers in fp32 instead of bf16 autocast")
+    p.add_argument("--light-aug", action="store_true", help="exposure augmentation in the views (as in training)")
+    p.add_argument("--camera-aug", action="store_true", help="camera degradations in the views (as in training)")
+    p.set_defaults(handler=_cmd_views)
+
+
+def _cmd_views(args: argparse.Namespace) -> int:
+    import torch
+
+    from emostream.training.loop import autocast_bf16, resolve_device
+    from emostream.training.teachers import load_teacher
+    from emostream.training.views import build_views
+
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    train_ds = _train_faces(args)
+    teachers = [load_teacher(t, train_ds.names) for t in args.teacher]
+    bf16 = autocast_bf16(device, not args.no_bf16)
+    print(f"emostream: {args.views} views of {len(train_ds):,} faces, {len(teachers)} teacher(s)"
+          f"{' and their mirrors' if args.teacher_flip else ''} on {device} ({'bf16' if bf16 else 'fp32'}) "
+          f"-> {args.out}", flush=True)
+    build_views(train_ds, teachers, [str(t) for t in args.teacher], args.out, args.views,
+                _augment(args.camera_aug, args.light_aug), seed=args.seed, teacher_flip=args.teacher_flip,
+                batch_size=args.batch_size, device=str(device), bf16=bf16,
+                log=lambda line: print(f"emostream: {line}", flush=True))
+    print(f"done: {args.views} views -> {args.out} (`emostream distill --views {args.out} ...`)")
+    return 0
+
+
+def _train_faces(args: argparse.Namespace) -> Any:
+    """The train split, or its seeded ``--limit`` sample (the same one ``distill`` draws with that seed)."""
+    import numpy as np
+
+    from emostream.training.data import load_fer_data
+
+    train_ds = load_fer_data(args.data, "train", cache_dir=args.cache)
+    if args.limit:
+        rng = np.random.default_rng(args.seed)
+        train_ds = train_ds.subset(np.sort(rng.permutation(len(train_ds))[: args.limit]))
+    return train_ds
 
 
 def add_pack_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -286,8 +355,6 @@ def default_lr(batch_size: int) -> float:
 
 
 def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temperature: float) -> int:
-    import numpy as np
-
     from emostream.training.data import load_fer_data
     from emostream.training.loop import TrainConfig, autocast_bf16, resolve_device, train
     from emostream.training.models import build_model
@@ -298,12 +365,17 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
         model = build_model(args.arch)
     except ValueError as exc:
         raise DatasetError(str(exc)) from None
-    train_ds = load_fer_data(args.data, "train", cache_dir=args.cache)
+    train_ds = _train_faces(args)
     val_ds = load_fer_data(args.data, "val", cache_dir=args.cache)
-    if args.limit:
-        rng = np.random.default_rng(args.seed)
-        train_ds = train_ds.subset(np.sort(rng.permutation(len(train_ds))[: args.limit]))
     teachers = [load_teacher(p, train_ds.names) for p in teachers_ckpts]
+    pool = None
+    if getattr(args, "views", None) is not None:
+        from emostream.training.views import load_views
+
+        pool = load_views(args.views, train_ds, str(device))
+        teachers_ckpts = pool.meta["teachers"]  # for the record (the checkpoint's and the model card's)
+        print(f"emostream: {pool.count} views per face from {args.views}"
+              f"{', mirrored at random' if pool.flip else ''}", flush=True)
     init = getattr(args, "init", None)
     if init is not None and not (args.out / "last.pt").is_file():  # on resume, last.pt wins
         model.load_state_dict(_init_state(init, args.arch, train_ds.names))
@@ -313,15 +385,20 @@ def _run(args: argparse.Namespace, teachers_ckpts: list[str], alpha: float, temp
                       temperature=temperature, seed=args.seed, threads=args.threads,
                       time_budget_s=args.time_budget, device=str(device), bf16=not args.no_bf16,
                       teacher_flip=bool(getattr(args, "teacher_flip", False)), mixup=args.mixup,
-                      ema=args.ema, augment=_augment(args.camera_aug, args.light_aug))
+                      ema=args.ema, augment=_augment(args.camera_aug, args.light_aug),
+                      views=str(args.views) if pool is not None else "")
     precision = "bf16 autocast" if autocast_bf16(device, cfg.bf16) else "fp32"
     print(f"emostream: {args.arch} on {device} ({precision}), {len(train_ds):,} train / {len(val_ds):,} val faces, "
           f"batch {cfg.batch_size}, peak lr {lr:g}", flush=True)
     meta = {"arch": args.arch, "labels": list(train_ds.names), "input_size": 48,
             "teachers": [str(p) for p in teachers_ckpts], "init": str(init) if init else None,
             "camera_aug": bool(args.camera_aug), "light_aug": bool(args.light_aug)}
+    if pool is not None:  # the pool's augmentation is what the student saw
+        aug = pool.meta["augment"]
+        meta.update(views=str(args.views), camera_aug=aug["blur_p"] > 0, light_aug=aug["light_p"] > 0,
+                    teacher_flip=pool.flip)
     best = train(model, train_ds, val_ds, cfg, args.out, teachers=teachers, extra_meta=meta,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, views=pool)
     print(f"done: {args.arch} best epoch {best['epoch']} val_acc {best['accuracy']:.4f} "
           f"val_macro_f1 {best['macro_f1']:.4f} val_nll {best['nll']:.4f} -> {args.out / 'best.pt'}")
     return 0
@@ -351,4 +428,10 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     ckpts = [t for t in args.teacher if t.lower() != "none"]
+    if args.views is not None:
+        given = [flag for flag, on in (("--teacher", ckpts), ("--mixup", args.mixup > 0),
+                                       ("--camera-aug", args.camera_aug), ("--light-aug", args.light_aug)) if on]
+        if given:
+            raise DatasetError(f"--views {args.views} carries its teachers and augmentation; drop {', '.join(given)}")
+        return _run(args, [], alpha=args.alpha, temperature=args.temperature)
     return _run(args, ckpts, alpha=args.alpha if ckpts else 0.0, temperature=args.temperature)

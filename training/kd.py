@@ -1,4 +1,4 @@
-"""Knowledge-distillation loss (EmoVLM-KD recipe).
+"""Knowledge-distillation loss (EmoVLM-KD recipe), and the teachers' target it compares against.
 
 loss = α·KL(softmax(z_t/T) ‖ softmax(z_s/T))·T² + (1−α)·CE(z_s, y)
 
@@ -8,8 +8,11 @@ changes (Hinton et al. 2015: the soft gradients shrink as 1/T²), so α means th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None = None,
@@ -30,3 +33,13 @@ def kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits:
     log_p_t = F.log_softmax(teacher_logits.detach() / t, dim=1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
     return alpha * kl * (t * t) + (1.0 - alpha) * ce
+
+
+def teacher_logits(teachers: Sequence[nn.Module], x: torch.Tensor, flip: bool = False) -> torch.Tensor | None:
+    """Average of the teachers' logits on the *same augmented batch* the student sees (and on its mirror
+    image when ``flip``: faces are left-right symmetric in meaning, so the mirror is a free second view)."""
+    if not teachers:
+        return None
+    views = (x, x.flip(-1)) if flip else (x,)
+    with torch.no_grad():
+        return torch.stack([t(v) for t in teachers for v in views]).mean(0)

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from emostream.training.augment import AugmentConfig, augment_batch
 from emostream.training.data import FaceDataset
-from emostream.training.kd import kd_loss
+from emostream.training.kd import kd_loss, teacher_logits
+from emostream.training.views import ViewPool, draw
 
 
 class TrainingError(Exception):
@@ -66,6 +67,9 @@ class TrainConfig:
     #: 0.6707 on val against 0.6682 for the best of them. 0 = off.
     ema: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    #: A view pool (:mod:`training.views`, ``distill --views DIR``): faces and KD targets come from it, no
+    #: augmentation or teacher runs in the loop. Recorded so a resumed run continues with the same pool.
+    views: str = ""
 
 
 @dataclass
@@ -166,24 +170,20 @@ def evaluate(model: nn.Module, ds: FaceDataset, mean: float, scale: float) -> Ev
     return evaluate_logits(predict_logits(model, ds.images, mean, scale), ds.labels, ds.names)
 
 
-def _teacher_logits(teachers: Sequence[nn.Module], x: torch.Tensor, flip: bool = False) -> torch.Tensor | None:
-    """Average of the teachers' logits on the *same augmented batch* the student sees (and on its mirror
-    image when ``flip``: faces are left-right symmetric in meaning, so the mirror is a free second view)."""
-    if not teachers:
-        return None
-    views = (x, x.flip(-1)) if flip else (x,)
-    with torch.no_grad():
-        return torch.stack([t(v) for t in teachers for v in views]).mean(0)
-
-
 def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: TrainConfig, out_dir: str | Path,
           teachers: Sequence[nn.Module] = (), extra_meta: dict | None = None, progress: bool = True,
-          log: Callable[[str], None] = print) -> dict:
+          log: Callable[[str], None] = print, views: ViewPool | None = None) -> dict:
     """Train ``model`` on ``train_ds``, select on ``val_ds``; resumes from ``out_dir/last.pt`` if present.
+
+    With ``views`` (a pool of augmented faces and the teachers' answers, :mod:`training.views`) each step
+    draws one stored view per face and its stored KD target instead of augmenting and asking ``teachers``.
 
     Returns the best epoch's metrics. SGD+Nesterov with a one-cycle LR: on a small CPU budget it reaches a
     good optimum in few epochs, and the schedule is a pure function of the step so resuming is exact.
     """
+    if views is not None and (teachers or cfg.mixup > 0):
+        raise TrainingError("a view pool carries the teachers' answers for its own faces: no teachers or mixup "
+                            "beside it")
     torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,7 +237,10 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
                    leave=False, mininterval=5)
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
-            x = augment_batch(images[idx].float().div_(255).unsqueeze(1), cfg.augment, gen)
+            if views is not None:
+                x, pooled = draw(views, idx, gen)
+            else:
+                x = augment_batch(images[idx].float().div_(255).unsqueeze(1), cfg.augment, gen)
             x = ((x - cfg.mean) * cfg.scale).contiguous(memory_format=torch.channels_last)
             y = labels[idx]
             lam, y2 = 1.0, y
@@ -247,7 +250,7 @@ def train(model: nn.Module, train_ds: FaceDataset, val_ds: FaceDataset, cfg: Tra
                 y2 = y[perm.to(device)]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 z = model(x)
-                zt = _teacher_logits(teachers, x, cfg.teacher_flip)
+                zt = pooled if views is not None else teacher_logits(teachers, x, cfg.teacher_flip)
             z = z.float()
             zt = None if zt is None else zt.float()
             loss = kd_loss(z, y, zt, cfg.alpha, cfg.temperature, cfg.label_smoothing)
@@ -338,7 +341,8 @@ def _check_resume(last: Path, ckpt: dict, cfg: TrainConfig, precision: str) -> N
         if {k: tuple(v) if isinstance(v, list) else v for k, v in was.items()} != now:
             raise TrainingError(f"{last} was made with other augmentation (--camera-aug given once and not the "
                                 "other time?); use the same arguments to resume or a new --out")
-    for name, flag in (("teacher_flip", "--teacher-flip"), ("mixup", "--mixup"), ("ema", "--ema")):
+    for name, flag in (("teacher_flip", "--teacher-flip"), ("mixup", "--mixup"), ("ema", "--ema"),
+                       ("views", "--views")):
         was = old.get(name, getattr(TrainConfig(), name))  # recorded since the flag exists; before: off
         if was != getattr(cfg, name):
             raise TrainingError(f"{last} was made with {flag} {was}, this run asks for {getattr(cfg, name)}; "

@@ -126,7 +126,8 @@ def test_no_bf16_trains_in_fp32_where_bf16_is_the_default(easy_data, tmp_path):
 def test_teacher_flip_target_is_the_mean_over_both_mirror_views(easy_data):
     """A trained (not mirror-symmetric) network: its logits differ on the mirror image, so the flip target is
     neither view alone but their mean, averaged over teachers too."""
-    from emostream.training.loop import _teacher_logits, normalize
+    from emostream.training.kd import teacher_logits as _teacher_logits
+    from emostream.training.loop import normalize
 
     tr, _ = easy_data
     torch.manual_seed(0)
