@@ -75,6 +75,24 @@ def fer_sample(data_file, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def fer_easy(data_file, tmp_path_factory):
+    """(train, val) of two visually distinct FER2013 classes, happy and surprise: 240 train faces (seeded) and
+    200 balanced val faces (chance = 0.5), learnable in seconds -- for tests that a training loop learns."""
+    import numpy as np
+
+    from emostream.training.data import load_fer_cached
+
+    cache = tmp_path_factory.mktemp("cache")
+    root = data_file("fer2013")
+    train, val = load_fer_cached(root, "train", cache_dir=cache), load_fer_cached(root, "val", cache_dir=cache)
+    ids = [train.names.index(n) for n in ("happy", "surprise")]
+    rng = np.random.default_rng(0)
+    tr = np.sort(np.concatenate([rng.permutation(np.flatnonzero(train.labels == i))[:120] for i in ids]))
+    va = np.sort(np.concatenate([np.flatnonzero(val.labels == i)[:100] for i in ids]))
+    return train.subset(tr), val.subset(va)
+
+
 #: Modules in the ``gpu`` and ``slow`` tiers, by file name (the cost is the module's nature, not a fixture's).
 GPU_MODULES = {"test_emotion_tensorrt.py", "test_tensorrt_calibrator.py"}
 SLOW_MODULES = {"test_fuzz_contract.py", "test_fuzz_labels_csv.py", "test_giant_images.py", "test_smoke_training.py",

@@ -9,23 +9,13 @@ import pytest
 import torch
 
 from emostream.training.augment import AugmentConfig
-from emostream.training.data import load_fer_cached
 from emostream.training.loop import TrainConfig, TrainingError, train
 from emostream.training.models import build_model, load_checkpoint_model
 
-EASY = ("happy", "surprise")  # two visually distinct classes: learnable from a few hundred faces in seconds
 
-
-@pytest.fixture(scope="module")
-def easy_data(data_file, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    root = data_file("fer2013")
-    train, val = load_fer_cached(root, "train", cache_dir=cache), load_fer_cached(root, "val", cache_dir=cache)
-    ids = [train.names.index(n) for n in EASY]
-    rng = np.random.default_rng(0)
-    tr = np.sort(np.concatenate([rng.permutation(np.flatnonzero(train.labels == i))[:120] for i in ids]))
-    va = np.sort(np.concatenate([np.flatnonzero(val.labels == i)[:100] for i in ids]))  # balanced: chance = 0.5
-    return train.subset(tr), val.subset(va)
+@pytest.fixture
+def easy_data(fer_easy):
+    return fer_easy
 
 
 def _cfg(epochs: int) -> TrainConfig:

@@ -12,26 +12,16 @@ import pytest
 import torch
 
 from emostream.training.augment import CAMERA, AugmentConfig
-from emostream.training.data import load_fer_cached
 from emostream.training.kd import teacher_logits
 from emostream.training.loop import TrainConfig, TrainingError, normalize, train
 from emostream.training.models import build_model, load_checkpoint
 from emostream.training.teachers import load_teacher
 from emostream.training.views import ViewsError, build_views, draw, load_views
 
-EASY = ("happy", "surprise")
-
 
 @pytest.fixture(scope="module")
-def faces(data_file, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    root = data_file("fer2013")
-    tr, va = load_fer_cached(root, "train", cache_dir=cache), load_fer_cached(root, "val", cache_dir=cache)
-    ids = [tr.names.index(n) for n in EASY]
-    rng = np.random.default_rng(0)
-    t = np.sort(np.concatenate([rng.permutation(np.flatnonzero(tr.labels == i))[:120] for i in ids]))
-    v = np.sort(np.concatenate([np.flatnonzero(va.labels == i)[:100] for i in ids]))
-    return tr.subset(t), va.subset(v)
+def faces(fer_easy):
+    return fer_easy
 
 
 @pytest.fixture(scope="module")
