@@ -152,6 +152,7 @@ class TFLiteBlazeFace:
         from tflite_runtime.interpreter import Interpreter
 
         self.spec = SPECS[model]
+        self.input_size = self.spec.size  # what FaceDetector.detect_frame scales a frame down to
         self.min_score = float(min_score)
         self._it = Interpreter(model_path=str(path), num_threads=threads)
         self._it.allocate_tensors()

@@ -65,10 +65,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from emostream.streams import Frame
 
 #: Names of the six keypoints, in the order of ``Faces.keypoints[:, k]``.
 KEYPOINT_NAMES: tuple[str, ...] = (
@@ -238,6 +241,23 @@ class FaceDetector:
         faces = faces[faces.scores >= self.min_score]
         if self.max_faces is not None:
             faces = faces[: self.max_faces]
+        return _clip_boxes(faces, w, h)
+
+    def detect_frame(self, frame: Frame) -> Faces:
+        """Faces in a decoded frame (boxes in its pixels). On the TFLite route without tiles, a frame larger
+        than the model's input is handed over already at that size, scaled from its YUV planes
+        (:meth:`Frame.rgb_scaled`): the letterbox would shrink it to the same size anyway, and the full-size
+        RGB it skips costs ~3 ms at 1080p (~0.5 ms at 640x360). Boxes match the full-size route within a
+        pixel or two (the chroma is scaled before, not after, the conversion)."""
+        size = getattr(self._impl, "input_size", None)
+        w, h = frame.width, frame.height
+        if size is None or self.tiles > 1 or max(w, h) <= size or not frame.planar:
+            return self.detect(frame.image)  # an RGB frame (a still, the API's arrays) is letterboxed as ever
+        scale = size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        faces = self.detect(frame.rgb_scaled(nw, nh))
+        k = np.array([w / nw, h / nh], np.float32)
+        faces = Faces(faces.boxes * np.tile(k, 2), faces.scores, faces.keypoints * k)
         return _clip_boxes(faces, w, h)
 
     def _run(self, rgb: np.ndarray, dx: int, dy: int) -> Faces:

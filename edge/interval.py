@@ -135,7 +135,7 @@ class IntervalDetector:
 
     def _full(self, frame: Frame) -> Faces:
         self.full_detections += 1
-        faces = self.detector.detect(frame.image)
+        faces = self.detector.detect_frame(frame)
         if self.interval > 1:
             before = self._state.get(frame.stream)
             sure = faces.scores >= self.min_carry_score

@@ -101,6 +101,20 @@ def test_frames_are_immutable_compare_by_identity_and_pickle():
     assert rgb.i420 is None and rgb.colour is None
 
 
+def test_a_small_rgb_is_scaled_from_the_planes_without_making_the_full_one(data_file):
+    """rgb_scaled (a detector's input): close to scaling the full RGB (the chroma is scaled before the
+    conversion instead of after), exact for a frame that has RGB already, and the full RGB is not made."""
+    with open_source(str(data_file("video/WolfgangLanger_Pexels.mp4"))) as src:
+        frame = src.read()
+    small = frame.rgb_scaled(192, 108)
+    assert small.shape == (108, 192, 3) and small.dtype == np.uint8 and frame._rgb is None
+    ref = cv2.resize(frame.image, (192, 108), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(small.astype(int) - ref).mean() < 2.0
+    assert np.array_equal(frame.rgb_scaled(192, 108), ref)  # with RGB made, it is what scaling it gives
+    rgb = Frame(ref, 0, 0, "still")
+    assert np.array_equal(rgb.rgb_scaled(96, 54), cv2.resize(ref, (96, 54), interpolation=cv2.INTER_LINEAR))
+
+
 def test_bad_pixels_are_refused_with_a_clear_message():
     with pytest.raises(ValueError, match="HxWx3 uint8 RGB"):
         Frame(np.zeros((4, 4), np.uint8), 0, 0, "s")
