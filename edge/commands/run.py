@@ -40,7 +40,8 @@ def add_detector_args(p: argparse.ArgumentParser, video: bool = True) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="analyse video files, cameras or streams; JSON lines out",
                        description="Run GStreamer -> MediaPipe faces -> emotion network on one or more SOURCEs "
-                                   "(one process, shared detector and engine, batched across streams) and write "
+                                   "(one engine batched across streams; several streams decode and detect in a "
+                                   "process each, see --front) and write "
                                    "one JSON object per frame, plus track events.")
     add_arguments(p, RunOptions, RUN_HEAD)
     add_engine_args(p)
