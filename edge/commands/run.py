@@ -274,7 +274,9 @@ def run(args: argparse.Namespace) -> int:
     tracker = opts.tracker()
     smoothing = opts.smoothing()
     timer = StageTimer()
+
     def open_sources(opener: Callable[[str, str], Any]) -> list[Any]:
+        """Each SOURCE by ``opener`` (a signal while one waits for its first frame raises), closed on exit."""
         opened = []
         for uri, sid in zip(opts.sources, ids):
             source = opener(uri, sid)  # waits for a first frame: a signal raises
@@ -306,11 +308,8 @@ def run(args: argparse.Namespace) -> int:
             from emostream.edge.front_process import FrontSpec, ProcessSource
 
             spec = FrontSpec.of(analyzer)
+            note = None if opts.quiet else (lambda line: print(f"emostream: note: {line}", file=sys.stderr))
             starting = {}
-            def note(line: str) -> None:
-                if not opts.quiet:
-                    print(f"emostream: note: {line}", file=sys.stderr)
-
             for uri, sid in zip(opts.sources, ids):  # all children start at once; then each is awaited
                 starting[sid] = ProcessSource(uri, spec, stream=sid, wait=False, notify=note)
                 stack.callback(starting[sid].close)
