@@ -12,7 +12,8 @@ parent copies a slot out on arrival and hands the slot back at once, so nothing 
 overlays, the console) holds shared memory and the child is never blocked by a slow consumer of an old
 frame. The slots are also the flow control: a file's child decodes at most ``slots`` frames ahead; a
 live child with no free slot does not read, and its source drops the frames it could not take (counted, as
-in one process). Frames that do not fit a slot (stills, a stream that changed size) are pickled instead.
+in one process). Frames that do not fit a slot (stills, a stream that changed size) are pickled instead, as are
+all of a stream's frames when /dev/shm has no room for its ring.
 
 Records are the same as with the thread front: the child runs the same :class:`~edge.interval.IntervalDetector`
 and :func:`~edge.pipeline.gray_crops` on the same frames, in order (``FrontSpec.of`` copies the analyzer's
@@ -53,7 +54,7 @@ from emostream.streams import Frame, SourceError
 SLOTS = 4
 #: Seconds a child may take to start (imports, GStreamer, the detector model) beyond the source's own timeout.
 START_S = 60.0
-#: Seconds ``close`` waits for a child to finish before it is terminated.
+#: Seconds ``close`` waits for a child to finish before it is killed.
 CLOSE_S = 3.0
 #: ``--front`` choices (edge/config.py spells them as literals, so the parser imports nothing heavy).
 FRONTS: tuple[str, ...] = ("thread", "process")
@@ -93,7 +94,9 @@ class ProcessSource:
     """A source whose frames arrive analysed from a child process; reads like a :class:`VideoSource`.
 
     Opening waits until the child has opened the source and loaded the detector, so a wrong URI or a
-    missing model is one :class:`SourceError` here, as with :func:`emostream.streams.open_source`.
+    missing model is one :class:`SourceError` here, as with :func:`emostream.streams.open_source`. The child is
+    *spawned* (a fresh interpreter that imports the caller's main module), so a script that opens one needs
+    the usual ``if __name__ == "__main__":`` guard; without it the child dies at start and this says so.
     """
 
     def __init__(self, uri: str, spec: FrontSpec, *, stream: str | None = None, timeout: float = 10.0,
