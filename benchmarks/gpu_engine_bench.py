@@ -16,6 +16,7 @@ not depend on them).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -31,16 +32,21 @@ from emostream.engines.emotion.archs import build_arch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def faces(n: int, size: int) -> np.ndarray:
-    """``n`` uint8 faces of ``size`` pixels: FER2013 val when present (repeated as needed), else noise."""
+@functools.cache
+def _val(size: int) -> np.ndarray:
+    """FER2013 val at ``size`` px, read once per run (every row and model reuses it); noise without the data."""
     root = Path(os.environ.get("EMOSTREAM_DATA", REPO.parent / "shared" / "data")) / "fer2013"
     try:
         from emostream.training.data import load_fer_cached
 
-        imgs = load_fer_cached(root, "val", size=size).images
+        return load_fer_cached(root, "val", size=size).images
     except Exception:  # noqa: BLE001 - no data here: speed does not depend on the pixels
-        imgs = np.random.default_rng(0).integers(0, 256, (n, size, size), dtype=np.uint8)
-    return np.resize(imgs, (n, size, size))
+        return np.random.default_rng(0).integers(0, 256, (256, size, size), dtype=np.uint8)
+
+
+def faces(n: int, size: int) -> np.ndarray:
+    """``n`` uint8 faces of ``size`` pixels: FER2013 val when present (repeated as needed), else noise."""
+    return np.resize(_val(size), (n, size, size))
 
 
 def timed(call, sync, seconds: float) -> float:

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from emostream.edge.faces import FaceDetector  # noqa: E402
-from emostream.edge.front_process import FRONTS, FrontSpec, ProcessSource  # noqa: E402
+from emostream.edge.front_process import FRONTS, FrontSpec, open_process_sources  # noqa: E402
 from emostream.edge.multistream import run_streams  # noqa: E402
 from emostream.edge.pipeline import FrameAnalyzer  # noqa: E402
 from emostream.edge.timing import StageTimer  # noqa: E402
@@ -63,9 +63,7 @@ def bench(clip: str, n_streams: int, frames: int, overlay: bool, threads: int | 
     with tempfile.TemporaryDirectory() as tmp:
         overlays = [str(Path(tmp) / f"ov{i}.mp4") for i in range(n_streams)] if overlay else None
         if front == "process":
-            spec = FrontSpec.of(analyzer)
-            sources = [ProcessSource(clip, spec, stream=f"s{i}", wait=False) for i in range(n_streams)]
-            sources = [s.wait_open() for s in sources]
+            sources = open_process_sources([(clip, f"s{i}") for i in range(n_streams)], FrontSpec.of(analyzer))
         else:
             sources = [open_source(clip, stream=f"s{i}") for i in range(n_streams)]
         start = time.perf_counter()

@@ -38,7 +38,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
@@ -103,7 +103,6 @@ class ProcessSource:
                  slots: int = SLOTS, wait: bool = True, notify: Callable[[str], None] | None = None) -> None:
         self.uri = uri
         self.stream = stream or uri
-        self.spec = spec
         self.slots = int(slots)
         self.frames_dropped = 0
         self.cpu_s = 0.0  # the child's CPU time, known once it has ended
@@ -275,6 +274,20 @@ class ProcessSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_process_sources(uris: Iterable[tuple[str, str]], spec: FrontSpec, **kwargs: Any) -> list[ProcessSource]:
+    """A :class:`ProcessSource` per (URI, stream id). Every child starts at once (their start-ups overlap), then
+    each is awaited; if one fails, or a signal interrupts the wait, every child started is closed first."""
+    started: list[ProcessSource] = []
+    try:
+        for uri, stream in uris:
+            started.append(ProcessSource(uri, spec, stream=stream, wait=False, **kwargs))
+        return [s.wait_open() for s in started]
+    except BaseException:
+        for s in started:
+            s.close()
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------- the child

@@ -275,25 +275,23 @@ def run(args: argparse.Namespace) -> int:
     smoothing = opts.smoothing()
     timer = StageTimer()
 
-    def open_sources(opener: Callable[[str, str], Any]) -> list[Any]:
-        """Each SOURCE by ``opener`` (a signal while one waits for its first frame raises), closed on exit."""
-        opened = []
-        for uri, sid in zip(opts.sources, ids):
-            source = opener(uri, sid)  # waits for a first frame: a signal raises
-            stack.callback(source.close)  # closing twice is harmless
-            if opts.realtime and not source.is_live:
-                from emostream.edge.pacing import PacedSource
+    def paced(source: Any) -> Any:
+        if opts.realtime and not source.is_live:
+            from emostream.edge.pacing import PacedSource
 
-                source = PacedSource(source)
-            opened.append(source)
-        return opened
+            return PacedSource(source)
+        return source
 
     from emostream.edge.front_process import resolve_front
 
     front = resolve_front(detector_opts.front, len(opts.sources))
     with contextlib.ExitStack() as stack:
-        sources = [] if front == "process" else open_sources(
-            lambda uri, sid: open_source(uri, stream=sid))
+        sources = []
+        if front == "thread":
+            for uri, sid in zip(opts.sources, ids):
+                source = open_source(uri, stream=sid)  # waits for a first frame: a signal raises
+                stack.callback(source.close)
+                sources.append(paced(source))
         with stop.deferred():  # native model loading: a signal is honoured when it is done
             detector = FaceDetector(model=detector_opts.detector, min_score=detector_opts.min_score,
                                     runtime=detector_opts.detector_runtime)
@@ -305,15 +303,13 @@ def run(args: argparse.Namespace) -> int:
                                  interval_tracker=detector_opts.interval_tracker)
         stack.callback(analyzer.interval.close)
         if front == "process":  # the children detect as this analyzer would
-            from emostream.edge.front_process import FrontSpec, ProcessSource
+            from emostream.edge.front_process import FrontSpec, open_process_sources
 
-            spec = FrontSpec.of(analyzer)
             note = None if opts.quiet else (lambda line: print(f"emostream: note: {line}", file=sys.stderr))
-            starting = {}
-            for uri, sid in zip(opts.sources, ids):  # all children start at once; then each is awaited
-                starting[sid] = ProcessSource(uri, spec, stream=sid, wait=False, notify=note)
-                stack.callback(starting[sid].close)
-            sources = open_sources(lambda _uri, sid: starting[sid].wait_open())
+            opened = open_process_sources(zip(opts.sources, ids), FrontSpec.of(analyzer), notify=note)
+            for source in opened:
+                stack.callback(source.close)
+            sources = [paced(source) for source in opened]
         if not opts.quiet:
             # Which runtime runs the network, and why: on a Jetson a silent CPU fallback costs 10x.
             print(f"emostream: engine {getattr(engine, 'selection', engine.name)}", file=sys.stderr)

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 
 from emostream.edge.faces import FaceDetector
-from emostream.edge.front_process import FrontSpec, ProcessSource
+from emostream.edge.front_process import FrontSpec, ProcessSource, open_process_sources
 from emostream.edge.multistream import run_streams
 from emostream.edge.pipeline import AnalysedFrame, FrameAnalyzer
 from emostream.engines.emotion import DEFAULT_MODEL, load_engine
@@ -55,8 +55,8 @@ def test_records_are_those_of_the_thread_front(data_file, analyzer):
     run_streams(analyzer, [open_source(clip, stream="a"), open_source(clip, stream="b")], threaded.append,
                 max_frames=120)
     processed: list[dict] = []
-    sources = [ProcessSource(clip, spec, stream=s, wait=False) for s in ("a", "b")]
-    results = run_streams(analyzer, [s.wait_open() for s in sources], processed.append, max_frames=120)
+    sources = open_process_sources([(clip, "a"), (clip, "b")], spec)
+    results = run_streams(analyzer, sources, processed.append, max_frames=120)
     assert [r.frames for r in results] == [120, 120]
     assert _meaning(processed) == _meaning(threaded)
     assert sum(len(r["faces"]) for r in processed if r["type"] == "frame") >= 230  # faces were found
