@@ -24,6 +24,7 @@ ARCHS: MappingProxyType[str, dict[str, Any]] = MappingProxyType({
     "student": {"stages": ((16, 1), (32, 1), (64, 2), (96, 2)), "dropout": 0.2},
     "student_wide": {"stages": ((16, 1), (32, 1), (64, 2), (128, 2)), "dropout": 0.2},
     "student_l": {"stages": ((16, 1), (32, 1), (64, 2), (192, 2)), "dropout": 0.2},
+    "student_m": {"stages": ((16, 1), (32, 1), (96, 2), (192, 2)), "dropout": 0.2},
     "teacher_s": {"stages": ((32, 2), (64, 2), (128, 2), (256, 2)), "dropout": 0.3},
     "teacher": {"stages": ((64, 2), (128, 2), (256, 2), (512, 2)), "dropout": 0.3},
 })
